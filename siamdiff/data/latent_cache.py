@@ -1,0 +1,169 @@
+"""SHA-256-keyed LMDB latent cache (DESIGN.md section 3).
+
+Key = SHA-256 of everything that changes a cached latent: the raw image's SHA-256, the preprocessing
+(params and the preprocessed pixels' own hash), the augmentation view (and, for views > 0, the
+augmentation params and seed), and the autoencoder folder hash. A changed input gives a new key, so a
+stale latent is never served; an unchanged one is a hit, so a warm rerun encodes nothing.
+
+Value = 32-byte SHA-256 of the payload, then the payload: safetensors bytes of
+`{latent_mean, latent_std [C,h,w] f32, image [3,S,S] f32 working space, mask [S,S] u8}`. `get` returns
+None for an absent key and for an entry whose checksum does not match (it is then re-encoded).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from siamdiff.utils import SiamdiffError
+
+KEY_VERSION = 1  # bump when the payload layout or what the key covers changes
+MAP_SIZE = 1 << 40  # virtual address space; the file grows only as entries are written
+
+
+def latent_key(image_sha256: str, preprocess: dict, view: int, autoencoder_hash: str,
+               augment: dict | None = None) -> str:
+    """SHA-256 hex key of one (item, view) latent. `augment` (params + seed) matters only for view > 0."""
+    spec = {
+        "version": KEY_VERSION,
+        "image_sha256": image_sha256,
+        "preprocess": preprocess,
+        "view": int(view),
+        "augment": augment if int(view) > 0 else None,
+        "autoencoder": autoencoder_hash,
+    }
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def pack(tensors: dict) -> bytes:
+    """Checksummed safetensors bytes: sha256(payload) || payload."""
+    from safetensors.torch import save
+
+    payload = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    return hashlib.sha256(payload).digest() + payload
+
+
+def unpack(value: bytes) -> dict | None:
+    """Inverse of `pack`; None when the checksum does not match or the payload is unreadable."""
+    from safetensors.torch import load
+
+    value = bytes(value)
+    if len(value) < 33 or hashlib.sha256(value[32:]).digest() != value[:32]:
+        return None
+    try:
+        return load(value[32:])
+    except Exception:
+        return None
+
+
+class LatentCache:
+    """`LatentCache(path)`: `.get(key)`, `.put(key, dict)`, `.keys()`; `readonly=True` for trainers."""
+
+    def __init__(self, path: str | os.PathLike, readonly: bool = False):
+        import lmdb
+
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly and not (self.path / "data.mdb").is_file():
+            raise SiamdiffError(f"{self.path}: latent cache not found; run the encode stage (dvc repro encode)")
+        if not readonly:
+            self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, subdir=True, readonly=readonly,
+                                 lock=not readonly, readahead=False, meminit=False, max_readers=256)
+        except lmdb.Error as e:
+            raise SiamdiffError(f"{self.path}: cannot open the latent cache ({e}); delete the folder "
+                                "and rerun `dvc repro encode`") from e
+        self.corrupt = 0  # entries found with a bad checksum since opening
+
+    # -- the seam -------------------------------------------------------------------------------
+    def get(self, key: str) -> dict | None:
+        with self.env.begin(buffers=False) as txn:
+            value = txn.get(key.encode())
+        if value is None:
+            return None
+        out = unpack(value)
+        if out is None:
+            self.corrupt += 1
+        return out
+
+    def get_many(self, keys: Iterable[str]) -> list[dict | None]:
+        """`get` for many keys in one read transaction."""
+        out = []
+        with self.env.begin(buffers=False) as txn:
+            for key in keys:
+                value = txn.get(key.encode())
+                item = None if value is None else unpack(value)
+                if value is not None and item is None:
+                    self.corrupt += 1
+                out.append(item)
+        return out
+
+    def put(self, key: str, tensors: dict) -> None:
+        self.put_many([(key, tensors)])
+
+    def put_many(self, items: Iterable[tuple[str, dict]]) -> None:
+        if self.readonly:
+            raise SiamdiffError(f"{self.path}: opened read-only")
+        with self.env.begin(write=True) as txn:
+            for key, tensors in items:
+                txn.put(key.encode(), pack(tensors))
+
+    def keys(self) -> Iterator[str]:
+        with self.env.begin() as txn:
+            for k in txn.cursor().iternext(keys=True, values=False):
+                yield bytes(k).decode()
+
+    def __contains__(self, key: str) -> bool:
+        with self.env.begin() as txn:
+            return txn.get(key.encode()) is not None
+
+    def __len__(self) -> int:
+        return self.env.stat()["entries"]
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def load_prep_split(prep_dir: str | os.PathLike, split: str):
+    """(rows, rgb uint8 [N,S,S,3], mask uint8 [N,S,S]) of one preprocessed split.
+
+    Delegates to `siamdiff.data.prep.load_split` where it exists; otherwise reads the ARCHITECTURE.md
+    format directly (`index.csv` + `{split}.safetensors`).
+    """
+    try:
+        from siamdiff.data.prep import load_split
+    except ImportError:
+        load_split = None
+    if load_split is not None:
+        return load_split(prep_dir, split)
+    import csv
+
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    prep_dir = Path(prep_dir)
+    index, tensors = prep_dir / "index.csv", prep_dir / f"{split}.safetensors"
+    if not index.is_file():
+        raise SiamdiffError(f"{index}: not found; run `dvc repro preprocess`")
+    with open(index, newline="") as f:
+        rows = sorted((r for r in csv.DictReader(f) if r["split"] == split), key=lambda r: int(r["row"]))
+    if not tensors.is_file():
+        if rows:
+            raise SiamdiffError(f"{tensors}: not found; run `dvc repro preprocess`")
+        return rows, np.zeros((0, 0, 0, 3), np.uint8), np.zeros((0, 0, 0), np.uint8)
+    arrays = load_file(str(tensors))
+    rgb, mask = arrays["rgb"], arrays["mask"]
+    if len(rgb) != len(rows):
+        raise SiamdiffError(f"{tensors}: {len(rgb)} rows but {index} lists {len(rows)} for split {split}; "
+                            "rerun `dvc repro preprocess`")
+    return rows, rgb, mask
