@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
+from ruamel.yaml import YAML
 
 
 class SiamdiffError(Exception):
@@ -28,7 +28,8 @@ def load_params(section: str | None = None, path: str | os.PathLike = "params.ya
     if not path.exists():
         raise SiamdiffError(f"{path}: parameter file not found; run from the project root")
     with open(path) as f:
-        params = yaml.safe_load(f) or {}
+        # YAML 1.2, as DVC writes it (`dvc exp run -S` turns "no" into a bare no; YAML 1.1 would read False)
+        params = YAML(typ="safe", pure=True).load(f) or {}
     if section is None:
         return params
     if section not in params:

@@ -18,7 +18,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     import torch
 
     from siamdiff.data.color import from_working, load_stats, to_working
-    from siamdiff.data.latent_cache import load_prep_split
+    from siamdiff.data.prep import load_split
     from siamdiff.model import autoencoder as ae
     from siamdiff.model.registry import folder_hash, write_record
 
@@ -31,8 +31,8 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     seed_everything(int(params.get("seed", 0)))
 
     stats = load_stats(prep / "color_stats.json")
-    _, rgb_train, _ = load_prep_split(prep, "train")
-    _, rgb_val, _ = load_prep_split(prep, "val")
+    _, rgb_train, _ = load_split(prep, "train", as_numpy=True)
+    _, rgb_val, _ = load_split(prep, "val", as_numpy=True)
     size = int(rgb_train.shape[1])
     log(STAGE, f"read {prep}: {len(rgb_train)} train / {len(rgb_val)} val images at {size}px, "
                f"colour space {stats.get('space')}")
@@ -67,7 +67,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
 
         ae.train_autoencoder(vae, x_train, steps=int(params["steps"]), batch_size=int(params["batch_size"]),
                              lr=float(params["lr"]), kl_weight=float(params["kl_weight"]),
-                             seed=int(params.get("seed", 0)), on_step=on_step, progress=progress)
+                             crop=params.get("crop"), seed=int(params.get("seed", 0)), on_step=on_step, progress=progress)
         sf = ae.measure_scaling_factor(vae, x_train, seed=int(params.get("seed", 0)))
         vae.register_to_config(scaling_factor=sf)
         log(STAGE, f"scaling factor (1 / std of train latents) = {sf:.4f}")

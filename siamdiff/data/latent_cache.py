@@ -72,8 +72,10 @@ class LatentCache:
         if not readonly:
             self.path.mkdir(parents=True, exist_ok=True)
         try:
+            # lock=False: no lock.mdb, so the folder's bytes (which DVC hashes as the encode stage's
+            # output) change only when entries are written; DVC runs one stage at a time (one writer)
             self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, subdir=True, readonly=readonly,
-                                 lock=not readonly, readahead=False, meminit=False, max_readers=256)
+                                 lock=False, readahead=False, meminit=False, max_readers=256)
         except lmdb.Error as e:
             raise SiamdiffError(f"{self.path}: cannot open the latent cache ({e}); delete the folder "
                                 "and rerun `dvc repro encode`") from e
@@ -133,37 +135,3 @@ class LatentCache:
     def __exit__(self, *exc):
         self.close()
 
-
-def load_prep_split(prep_dir: str | os.PathLike, split: str):
-    """(rows, rgb uint8 [N,S,S,3], mask uint8 [N,S,S]) of one preprocessed split.
-
-    Delegates to `siamdiff.data.prep.load_split` where it exists; otherwise reads the ARCHITECTURE.md
-    format directly (`index.csv` + `{split}.safetensors`).
-    """
-    try:
-        from siamdiff.data.prep import load_split
-    except ImportError:
-        load_split = None
-    if load_split is not None:
-        return load_split(prep_dir, split)
-    import csv
-
-    import numpy as np
-    from safetensors.numpy import load_file
-
-    prep_dir = Path(prep_dir)
-    index, tensors = prep_dir / "index.csv", prep_dir / f"{split}.safetensors"
-    if not index.is_file():
-        raise SiamdiffError(f"{index}: not found; run `dvc repro preprocess`")
-    with open(index, newline="") as f:
-        rows = sorted((r for r in csv.DictReader(f) if r["split"] == split), key=lambda r: int(r["row"]))
-    if not tensors.is_file():
-        if rows:
-            raise SiamdiffError(f"{tensors}: not found; run `dvc repro preprocess`")
-        return rows, np.zeros((0, 0, 0, 3), np.uint8), np.zeros((0, 0, 0), np.uint8)
-    arrays = load_file(str(tensors))
-    rgb, mask = arrays["rgb"], arrays["mask"]
-    if len(rgb) != len(rows):
-        raise SiamdiffError(f"{tensors}: {len(rgb)} rows but {index} lists {len(rows)} for split {split}; "
-                            "rerun `dvc repro preprocess`")
-    return rows, rgb, mask

@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import cv2
 import numpy as np
 
 from siamdiff.data import images as im
 from siamdiff.data import manifest as mf
+from siamdiff.data import synthetic
 from siamdiff.utils import SiamdiffError, atomic_path, log, sha256_bytes
 
 SOURCE_TYPES = ("synthetic", "kvasir-seg", "cvc-clinicdb", "folder", "s3")
@@ -114,6 +116,12 @@ def _pair(images: list[Path], masks: list[Path], img_dir: Path, mask_dir: Path, 
 
 
 # ------------------------------------------------------------------ adapters
+def synthetic_items(cfg: dict, where: str = "synthetic") -> Iterator[Item]:
+    for ds, patient, frame, img, mask in synthetic.synthetic_frames(cfg, where):
+        name = f"synthetic:{ds}/{patient}/{frame}"
+        yield Item(ds, patient, frame, img, mask, name, name + "_mask")
+
+
 def kvasir_items(cfg: dict, where: str = "kvasir-seg") -> Iterator[Item]:
     root = _folder(cfg, where)
     dataset = cfg.get("dataset", "kvasir-seg")
@@ -235,8 +243,6 @@ def iter_source(cfg: dict, where: str) -> Iterator[Item]:
         raise SiamdiffError(f"params.yaml: {where} must be a mapping with a `type` ({' | '.join(SOURCE_TYPES)})")
     kind = cfg["type"]
     if kind == "synthetic":
-        from siamdiff.data.synthetic import synthetic_items
-
         return synthetic_items(cfg, where)
     if kind == "kvasir-seg":
         return kvasir_items(cfg, where)
@@ -362,9 +368,6 @@ def ingest(params: dict, raw_dir: str | Path = "data/raw", plot_path: str | Path
 
 
 def write_examples(tiles: dict[str, list], plot_path: str | Path) -> None:
-    from siamdiff.utils import atomic_path as _atomic
-    import cv2
-
     rows = [t for ds in sorted(tiles) for t in [[tile for _, tile in tiles[ds]]]]
     flat = []
     for r in rows:
@@ -372,7 +375,7 @@ def write_examples(tiles: dict[str, list], plot_path: str | Path) -> None:
     picture = im.grid(flat, columns=6)
     ok, buf = cv2.imencode(".png", picture[:, :, ::-1])
     plot_path = Path(plot_path)
-    with _atomic(plot_path) as tmp:
+    with atomic_path(plot_path) as tmp:
         tmp.write_bytes(buf.tobytes())
 
 

@@ -194,10 +194,7 @@ def lpips_weights_path(verbose: bool = False, download: bool = True) -> Path:
 
 
 # --- all -------------------------------------------------------------------------------------------------
-def provenance(download: bool = False) -> dict:
-    """What a metrics file records about the weights it used: files and SHA-256s."""
-    inc = inception_path(download=download)
-    lp = lpips_weights_path(download=download)
+def _provenance(inc: Path, lp: Path) -> dict:
     return {
         "inception": {"file": str(inc), "sha256": INCEPTION_SHA256, "source_package": FID_PACKAGE,
                       "source_file": INCEPTION_MEMBER},
@@ -205,13 +202,16 @@ def provenance(download: bool = False) -> dict:
     }
 
 
+def provenance(download: bool = False) -> dict:
+    """What a metrics file records about the weights it used: files and SHA-256s (verified now)."""
+    return _provenance(inception_path(download=download), lpips_weights_path(download=download))
+
+
 def ensure_assets(verbose: bool = False) -> dict:
-    """Locate, verify and convert every metric weight; idempotent. Returns `provenance()`."""
-    inception_path(verbose=verbose)
-    lpips_weights_path(verbose=verbose)
-    prov = provenance()
+    """Locate, verify and convert every metric weight; idempotent. Returns the provenance record."""
+    prov = _provenance(inception_path(verbose=verbose), lpips_weights_path(verbose=verbose))
     if verbose:
         _say(True, f"ready in {asset_dir()}")
         for name, p in prov.items():
-            print(f"  {name}: {p['file']}  sha256={p['sha256']}", flush=True)
+            print(f"  {name}: {p['file']}  sha256={p['sha256']}", file=sys.stderr, flush=True)
     return prov

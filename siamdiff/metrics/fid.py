@@ -11,6 +11,8 @@ KID on small sets: torchmetrics draws `subsets` random subsets of `subset_size` 
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -61,7 +63,10 @@ def kid_from_features(real: torch.Tensor, fake: torch.Tensor, subset_size: int |
     size = min(int(subset_size or KID_SUBSET_SIZE), n)
     if size < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {len(real)} real / {len(fake)} fake")
-    kid = KernelInceptionDistance(feature=FeaturePassThrough(num_features=real.shape[1]), subsets=int(subsets), subset_size=size)
+    with warnings.catch_warnings():  # "will save all extracted features in buffer": intended, sets are small
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=FeaturePassThrough(num_features=real.shape[1]), subsets=int(subsets),
+                                      subset_size=size)
     kid.update(real.to(torch.float64), real=True)
     kid.update(fake.to(torch.float64), real=False)
     with torch.random.fork_rng(devices=[]):

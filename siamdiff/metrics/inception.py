@@ -7,6 +7,8 @@ which is what the TF graph and torchmetrics' own Inception do.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +44,9 @@ class InceptionFeatures(nn.Module):
         from siamdiff.metrics.assets import inception_path
 
         self.path = str(path or inception_path())
-        self.net = torch.jit.load(self.path, map_location="cpu").eval()
+        with warnings.catch_warnings():  # "torch.jit.load is deprecated": the asset is a TorchScript file
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.net = torch.jit.load(self.path, map_location="cpu").eval()
         self.batch_size = int(batch_size)
 
     def train(self, mode: bool = True):  # the feature extractor never leaves eval mode

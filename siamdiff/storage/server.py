@@ -30,7 +30,8 @@ from siamdiff.storage.credentials import S3Settings, disable_instance_metadata, 
 from siamdiff.utils import SiamdiffError, log
 
 DEFAULT_BUCKET = "siamdiff"
-LOCAL_REMOTE = "local-s3"   # the DVC remote `siamdiff s3-serve start` configures in .dvc/config.local
+LOCAL_REMOTE = "local-s3"            # DVC remote for `dvc push/pull` that `siamdiff s3-serve start` writes ...
+LOCAL_DATA_REMOTE = "local-s3-data"  # ... and one at the bucket root, for the dataset (remote://local-s3-data/siamese-data)
 
 
 def find_rclone() -> str:
@@ -239,20 +240,21 @@ def _local_keys(project: Path | None) -> tuple[str, str, str]:
     return "siamdiff-" + secrets.token_hex(6), secrets.token_urlsafe(24), "generated"
 
 
-def write_local_remote(project: Path, endpoint_url: str, access_key_id: str, secret_access_key: str,
-                       name: str = LOCAL_REMOTE, url: str = f"s3://{DEFAULT_BUCKET}/dvcstore") -> Path:
-    """Point the DVC remote `name` (in .dvc/config.local only, git-ignored, mode 0600) at the local server."""
+def write_local_remote(project: Path, endpoint_url: str, access_key_id: str, secret_access_key: str) -> Path:
+    """Point the DVC remotes `local-s3` (s3://siamdiff/dvcstore) and `local-s3-data` (s3://siamdiff) at the
+    local server, in .dvc/config.local only (git-ignored, mode 0600)."""
     from configobj import ConfigObj
 
     path = project / ".dvc" / "config.local"
     conf = ConfigObj(str(path), encoding="utf-8") if path.exists() else ConfigObj(encoding="utf-8")
     conf.filename = str(path)
-    sec = f'remote "{name}"'
-    if sec not in conf:
-        conf[sec] = {}
-    conf[sec].update({"url": conf[sec].get("url", url), "endpointurl": endpoint_url,
-                      "access_key_id": access_key_id, "secret_access_key": secret_access_key,
-                      "connect_timeout": "2", "read_timeout": "20"})
+    for name, url in ((LOCAL_REMOTE, f"s3://{DEFAULT_BUCKET}/dvcstore"), (LOCAL_DATA_REMOTE, f"s3://{DEFAULT_BUCKET}")):
+        sec = f'remote "{name}"'
+        if sec not in conf:
+            conf[sec] = {}
+        conf[sec].update({"url": conf[sec].get("url", url), "endpointurl": endpoint_url,
+                          "access_key_id": access_key_id, "secret_access_key": secret_access_key,
+                          "connect_timeout": "2", "read_timeout": "20"})
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         conf.write(f)
@@ -300,5 +302,5 @@ def serve_cli(root: str | os.PathLike = ".s3", port: int = 0, action: str = "sta
                     f"s3://{DEFAULT_BUCKET} ready; keys from {source}; log {srv.log_path}")
     if project is not None:
         path = write_local_remote(project, srv.endpoint_url, key, secret)
-        log("s3-serve", f"DVC remote {LOCAL_REMOTE!r} -> s3://{DEFAULT_BUCKET}/dvcstore at {srv.endpoint_url} "
-                        f"written to {path} (keys included; git-ignored)")
+        log("s3-serve", f"DVC remotes {LOCAL_REMOTE!r} -> s3://{DEFAULT_BUCKET}/dvcstore and {LOCAL_DATA_REMOTE!r} -> "
+                        f"s3://{DEFAULT_BUCKET} at {srv.endpoint_url} written to {path} (keys included; git-ignored)")

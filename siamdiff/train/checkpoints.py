@@ -1,0 +1,175 @@
+"""Resumable training checkpoints: `models/checkpoints/step-000150/` (safetensors + JSON, no pickle).
+
+    controlnet.safetensors    every ControlNet weight (DHI included)
+    unet_decoder.safetensors  U's trainable decoder (the frozen part is the backbone's, checked by hash)
+    optimizer.safetensors     AdamW state tensors ("<param index>.<name>")
+    rng.safetensors           torch CPU RNG, the training noise generator, numpy's global RNG (per rank)
+    state.json                step, fingerprint, optimizer param groups, lr scheduler, sampler, python RNG,
+                              the per-step log so far
+
+Written atomically (temporary folder, then rename), so a kill never leaves a half checkpoint.
+A checkpoint is resumed only when its fingerprint (every param that changes the numbers + input hashes)
+matches the run's; others are stale and removed when the run starts afresh.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from siamdiff.utils import SiamdiffError, atomic_path
+
+PATTERN = re.compile(r"^step-(\d{6,})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def list_checkpoints(root: str | os.PathLike) -> list[tuple[int, Path]]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.iterdir():
+        m = PATTERN.match(p.name)
+        if m and p.is_dir() and (p / "state.json").is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    return x
+
+
+def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors = {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            tensors[f"{idx}.{name}"] = (value if isinstance(value, torch.Tensor) else torch.tensor(value)).detach().cpu().contiguous()
+    return tensors, _jsonable(sd["param_groups"])
+
+
+def _load_optimizer(optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _numpy_state() -> tuple[torch.Tensor, dict]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return torch.from_numpy(np.asarray(keys, dtype=np.uint32).astype(np.int64)), {
+        "name": name, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def save_checkpoint(root: str | os.PathLike, step: int, *, controlnet, unet_decoder: dict[str, torch.Tensor],
+                    optimizer, lr_scheduler, sampler, generator: torch.Generator, fingerprint: str,
+                    history: list[dict], keep: int = 2, rank: int = 0) -> Path:
+    """Write `root/step-XXXXXX` atomically; keep the newest `keep` checkpoints (0 = all)."""
+    root = Path(root)
+    target = root / checkpoint_name(step)
+    opt_tensors, groups = _optimizer_tensors(optimizer)
+    np_keys, np_rest = _numpy_state()
+    sched_state = {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"}
+    state = {
+        "step": step, "fingerprint": fingerprint, "optimizer_param_groups": groups,
+        "lr_scheduler": _jsonable(sched_state), "sampler": _jsonable(sampler.state_dict()),
+        "python_random": _jsonable(random.getstate()), "numpy_random": np_rest, "history": history,
+    }
+    with atomic_path(target) as tmp:
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in controlnet.state_dict().items()},
+                  str(tmp / "controlnet.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in unet_decoder.items()}, str(tmp / "unet_decoder.safetensors"))
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        save_file({"torch_cpu": torch.get_rng_state(), "train_generator": generator.get_state(),
+                   "numpy_keys": np_keys}, str(tmp / f"rng-{rank}.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+    if keep and keep > 0:
+        for _, old in list_checkpoints(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def read_state(path: str | os.PathLike) -> dict:
+    path = Path(path) / "state.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SiamdiffError(f"{path}: unreadable checkpoint state ({e}); delete the folder to start afresh") from e
+
+
+def find_resumable(root: str | os.PathLike, fingerprint: str) -> Path | None:
+    """The newest checkpoint whose fingerprint matches, else None."""
+    for _, path in reversed(list_checkpoints(root)):
+        try:
+            if read_state(path).get("fingerprint") == fingerprint:
+                return path
+        except SiamdiffError:
+            continue
+    return None
+
+
+def remove_stale(root: str | os.PathLike, fingerprint: str) -> list[Path]:
+    """Remove checkpoints of another configuration (they can never be resumed by this run)."""
+    removed = []
+    for _, path in list_checkpoints(root):
+        try:
+            ok = read_state(path).get("fingerprint") == fingerprint
+        except SiamdiffError:
+            ok = False
+        if not ok:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def load_checkpoint(path: str | os.PathLike, *, controlnet, unet, optimizer, lr_scheduler, sampler,
+                    generator: torch.Generator, rank: int = 0) -> dict:
+    """Restore everything `save_checkpoint` wrote; returns the state dict (step, history, ...)."""
+    path = Path(path)
+    state = read_state(path)
+    try:
+        controlnet.load_state_dict(load_file(str(path / "controlnet.safetensors")), strict=True)
+        decoder = load_file(str(path / "unet_decoder.safetensors"))
+        missing = set(decoder) - set(dict(unet.named_parameters()))
+        if missing:
+            raise SiamdiffError(f"{path}: decoder weights {sorted(missing)[:3]} do not fit the backbone UNet")
+        unet.load_state_dict(decoder, strict=False)
+        _load_optimizer(optimizer, load_file(str(path / "optimizer.safetensors")), state["optimizer_param_groups"])
+        lr_scheduler.load_state_dict({**state["lr_scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+        sampler.load_state_dict(state["sampler"])
+        rng = load_file(str(path / f"rng-{rank}.safetensors"))
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        raise SiamdiffError(f"{path}: cannot resume from this checkpoint ({e}); delete it to start afresh") from e
+    torch.set_rng_state(rng["torch_cpu"])
+    generator.set_state(rng["train_generator"])
+    py = state["python_random"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npr = state["numpy_random"]
+    np.random.set_state((npr["name"], rng["numpy_keys"].numpy().astype(np.uint32), npr["pos"], npr["has_gauss"],
+                         npr["cached_gaussian"]))
+    return state

@@ -1,0 +1,286 @@
+"""The Siamese-Diffusion training loop (accelerate): DESIGN.md section 1, released recipe by default.
+
+One optimizer step s = 0..S-1:
+    for each of `grad_accumulation` micro-batches (2:1 foreground/background rows):
+        z0 = (mean + std * n) * scaling_factor   (a sample of the autoencoder posterior, as the released code)
+        t ~ U{0..T-1}, eps ~ N(0, I), prompt -> "" with probability prompt_dropout (per sample)
+        loss = siamese step (fused or naive; equal to 1e-5) / grad_accumulation; backward
+    AdamW step over the DHI, the rest of the ControlNet and U's decoder; lr scheduler step.
+
+All randomness of a step comes from one `torch.Generator` and the sampler's own numpy generator; both are
+checkpointed (with the optimizer, lr scheduler and global RNGs) so a resumed run reaches bit-identical
+weights on CPU. A non-finite loss stops the run before the weights are touched, naming the last good
+checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from siamdiff.data.sampler import BalancedBatchSampler
+from siamdiff.model.siamese import (LOSS_MODES, STEPS, TERMS, SiameseBatch, StepConfig, freeze_unet_encoder,
+                                    trainable_parameters)
+from siamdiff.train import checkpoints as ckpt
+from siamdiff.train.schedules import augmentation_active, image_weight, lambda_c, make_lr_scheduler
+from siamdiff.utils import SiamdiffError, require
+
+# params that do not change the numbers (excluded from the checkpoint fingerprint)
+NON_NUMERIC = ("checkpoint_every", "preview_every", "keep_checkpoints", "preview_images", "preview_steps",
+               "preview_guidance")
+
+
+@dataclass
+class TrainConfig:
+    loss: str = "siamese"
+    steps: int = 3000
+    batch_size: int = 48
+    lr: float = 1e-5                 # released: 1e-5 for every trainable parameter
+    lr_from_scratch: float | None = None  # DHI + the ControlNet's zero convs; None = lr
+    lr_controlnet: float | None = None  # the ControlNet's copy of U's encoder + middle block; None = lr
+    lr_unet_decoder: float | None = None  # U's decoder; None = lr
+    weight_decay: float = 0.01
+    betas: tuple = (0.9, 0.999)
+    prompt: str = ""
+    prompt_dropout: float = 0.05
+    augment_t_max: int = 200
+    augment_after: float = 1 / 3
+    lambda_c: float = 1.0
+    lambda_c_warmup: int = 0
+    lr_warmup: int = 0
+    lr_schedule: str = "constant"
+    grad_accumulation: int = 1
+    mixed_precision: str = "no"
+    balanced_batches: bool = True
+    step_impl: str = "fused"
+    checkpoint_every: int = 150
+    keep_checkpoints: int = 2
+    preview_every: int = 150
+    preview_images: int = 4
+    preview_steps: int = 50
+    preview_guidance: float = 9.0
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, p: dict) -> "TrainConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(p) - known)
+        require(not unknown, f"train.{unknown[0] if unknown else ''}", f"is not a train parameter (known: {sorted(known)})")
+        cfg = cls(**{k: v for k, v in p.items()})
+        cfg.betas = tuple(cfg.betas)
+        require(cfg.loss in LOSS_MODES, "train.loss", f"must be one of {LOSS_MODES}")
+        require(cfg.step_impl in STEPS, "train.step_impl", f"must be one of {tuple(STEPS)}")
+        require(int(cfg.steps) > 0, "train.steps", "must be positive")
+        require(int(cfg.batch_size) > 0, "train.batch_size", "must be positive")
+        require(int(cfg.grad_accumulation) >= 1, "train.grad_accumulation", "must be >= 1")
+        require(cfg.lr_schedule in ("constant", "cosine"), "train.lr_schedule", "must be constant or cosine")
+        require(cfg.mixed_precision in ("no", "fp16", "bf16"), "train.mixed_precision", "must be no, fp16 or bf16")
+        require(0 <= float(cfg.prompt_dropout) <= 1, "train.prompt_dropout", "must be in [0, 1]")
+        for name in ("lr", "lr_from_scratch", "lr_controlnet", "lr_unet_decoder"):
+            v = getattr(cfg, name)
+            require(v is None or float(v) > 0, f"train.{name}", "must be positive (or null = train.lr)")
+        return cfg
+
+    def fingerprint(self, inputs: dict) -> str:
+        numeric = {k: v for k, v in asdict(self).items() if k not in NON_NUMERIC}
+        blob = json.dumps({"params": numeric, "inputs": inputs}, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass
+class TrainData:
+    """The training rows, in memory: latent posterior + hint inputs."""
+    latent_mean: torch.Tensor   # [N, C, h, w]
+    latent_std: torch.Tensor    # [N, C, h, w]
+    image: torch.Tensor         # [N, 3, S, S] working space in ~[-1, 1]
+    mask: torch.Tensor          # [N, S, S] uint8 {0, 1}
+    coverage: np.ndarray        # [N] mask fraction
+    scaling_factor: float
+    ids: list = field(default_factory=list)
+
+    def __len__(self):
+        return self.latent_mean.shape[0]
+
+
+def make_batch(data: TrainData, rows: list[int], prompt_emb: torch.Tensor, empty_emb: torch.Tensor,
+               generator: torch.Generator, cfg: TrainConfig, num_timesteps: int, device) -> SiameseBatch:
+    """One micro-batch; every random draw from `generator`, in a fixed order."""
+    idx = torch.as_tensor(rows, dtype=torch.long)
+    mean, std = data.latent_mean[idx], data.latent_std[idx]
+    b = len(rows)
+    z0 = (mean + std * torch.randn(mean.shape, generator=generator)) * data.scaling_factor
+    t = torch.randint(0, num_timesteps, (b,), generator=generator)
+    noise = torch.randn(z0.shape, generator=generator)
+    drop = torch.rand(b, generator=generator) < cfg.prompt_dropout
+    text = torch.where(drop.view(-1, 1, 1), empty_emb.expand(b, -1, -1), prompt_emb.expand(b, -1, -1))
+    mask = data.mask[idx].unsqueeze(1).float()
+    image = (data.image[idx].float() + 1) / 2  # x~: working space mapped to [0, 1], three channels
+    return SiameseBatch(z0=z0.to(device), noise=noise.to(device), t=t.to(device), text_emb=text.to(device),
+                        mask=mask.to(device), image=image.to(device))
+
+
+def _decoder_state(unet) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in unet.named_parameters() if p.requires_grad}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", disable=not enabled, file=sys.stderr,
+                mininterval=5.0, dynamic_ncols=True)
+
+
+def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, prompt_emb: torch.Tensor,
+          empty_emb: torch.Tensor, checkpoint_dir, inputs: dict | None = None, live=None,
+          preview: Callable[[int], None] | None = None, stop_after: int | None = None,
+          log: Callable[[str], None] = print, progress: bool = True) -> dict:
+    """Train `controlnet` and `unet`'s decoder in place. Returns a summary dict (metrics/train.json).
+
+    `stop_after`: return after that many optimizer steps (simulates a kill; checkpoints as usual).
+    """
+    from accelerate import Accelerator
+
+    use_cuda = torch.cuda.is_available()
+    mixed = cfg.mixed_precision
+    if mixed != "no" and not use_cuda:
+        log(f"train.mixed_precision={mixed} ignored on CPU (fp32; bf16 autocast is ~5x slower there)")
+        mixed = "no"
+    accelerator = Accelerator(cpu=not use_cuda, mixed_precision=mixed)
+    device, rank = accelerator.device, accelerator.process_index
+    total = int(cfg.steps)
+    fingerprint = cfg.fingerprint(inputs or {})
+    step_fn = STEPS[cfg.step_impl]
+
+    freeze_unet_encoder(unet)
+    controlnet.requires_grad_(True)
+    unet.to(device).train()
+    controlnet.to(device).train()
+    prompt_emb, empty_emb = prompt_emb.detach().cpu(), empty_emb.detach().cpu()
+
+    groups = trainable_parameters(controlnet, unet)
+    lrs = {"from_scratch": cfg.lr_from_scratch or cfg.lr, "controlnet": cfg.lr_controlnet or cfg.lr,
+           "unet_decoder": cfg.lr_unet_decoder or cfg.lr}
+    optimizer = torch.optim.AdamW(
+        [{"params": groups[name], "lr": float(lrs[name]), "name": name} for name in ("from_scratch", "controlnet", "unet_decoder")],
+        lr=float(cfg.lr), betas=tuple(float(b) for b in cfg.betas), weight_decay=float(cfg.weight_decay))
+    lr_scheduler = make_lr_scheduler(optimizer, total, int(cfg.lr_warmup), cfg.lr_schedule)
+    sampler = BalancedBatchSampler(data.coverage, int(cfg.batch_size), seed=int(cfg.seed) + 1000 * rank,
+                                   balanced=bool(cfg.balanced_batches))
+    generator = torch.Generator().manual_seed(int(cfg.seed) * 7919 + rank)
+    optimizer = accelerator.prepare(optimizer)
+    params = [p for g in groups.values() for p in g]
+    n_params = {k: sum(p.numel() for p in v) for k, v in groups.items()}
+
+    # resume
+    start, history = 0, []
+    checkpoint_dir = Path(checkpoint_dir)
+    removed = ckpt.remove_stale(checkpoint_dir, fingerprint) if accelerator.is_main_process else []
+    if removed:
+        log(f"removed {len(removed)} checkpoint(s) of another configuration from {checkpoint_dir}")
+    accelerator.wait_for_everyone()
+    resume_path = ckpt.find_resumable(checkpoint_dir, fingerprint)
+    if resume_path is not None:
+        state = ckpt.load_checkpoint(resume_path, controlnet=controlnet, unet=unet, optimizer=optimizer,
+                                     lr_scheduler=lr_scheduler, sampler=sampler, generator=generator, rank=0)
+        if rank:  # other ranks: own streams derived from the step (multi-process resume is not bit-exact)
+            generator.manual_seed(int(cfg.seed) * 7919 + rank + 104729 * state["step"])
+            sampler = BalancedBatchSampler(data.coverage, int(cfg.batch_size),
+                                           seed=int(cfg.seed) + 1000 * rank + state["step"],
+                                           balanced=bool(cfg.balanced_batches))
+        start, history = int(state["step"]), list(state.get("history", []))
+        log(f"resumed from {resume_path} (step {start} of {total})")
+        if live is not None:
+            for row in history:
+                for k, v in row.items():
+                    if k != "step":
+                        live.log_metric(k, v)
+                live.next_step()
+    log(f"training {n_params} parameters for {total - start} steps on {device} "
+        f"({cfg.step_impl} step, loss {cfg.loss}, batch {cfg.batch_size} x {cfg.grad_accumulation}, "
+        f"lr {lrs}, {len(data)} rows)")
+
+    last_good = resume_path
+    t_start = time.perf_counter()
+    bar = _progress(total, start, progress and accelerator.is_local_main_process)
+    for step in range(start, total):
+        if stop_after is not None and step >= stop_after:
+            break
+        t0 = time.perf_counter()
+        lam = lambda_c(step, float(cfg.lambda_c), int(cfg.lambda_c_warmup))
+        step_cfg = StepConfig(loss=cfg.loss, lambda_c=lam, augment_t_max=int(cfg.augment_t_max),
+                              augment_after=float(cfg.augment_after))
+        sums = {k: 0.0 for k in TERMS}
+        loss_sum, aug_rows = 0.0, 0
+        for _ in range(int(cfg.grad_accumulation)):
+            batch = make_batch(data, sampler.next_batch(), prompt_emb, empty_emb, generator, cfg,
+                               scheduler.config.num_train_timesteps, device)
+            with accelerator.autocast():
+                out = step_fn(unet, controlnet, scheduler, batch, step, total, step_cfg)
+            value = float(out.loss.detach())
+            if not math.isfinite(value):
+                terms = {k: float(v.detach().mean()) for k, v in out.terms.items()}
+                where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                raise SiamdiffError(
+                    f"train: the loss became {value} at step {step} (terms {terms}); stopped before updating "
+                    f"the weights; {where} (resume by rerunning after fixing the cause, e.g. lower train.lr)")
+            accelerator.backward(out.loss / int(cfg.grad_accumulation))
+            loss_sum += value
+            for k, v in out.terms.items():
+                sums[k] += float(v.detach().mean())
+            if out.augment_weight is not None:
+                aug_rows += int(out.augment_weight.sum())
+        if accelerator.num_processes > 1:
+            for p in params:
+                if p.grad is not None:
+                    p.grad = accelerator.reduce(p.grad, reduction="mean")
+        optimizer.step()
+        lr_now = {g["name"]: g["lr"] for g in optimizer.param_groups}
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        k = int(cfg.grad_accumulation)
+        row = {"step": step, "loss": loss_sum / k, **{f"loss_{name}": v / k for name, v in sums.items()},
+               **{f"lr_{name}": v for name, v in lr_now.items()}, "lambda_c": lam,
+               "image_weight": image_weight(step, total), "augment_rows": aug_rows,
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if live is not None and accelerator.is_main_process:
+            for name, v in row.items():
+                if name != "step":
+                    live.log_metric(name, v)
+            live.next_step()
+        bar.update(1)
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{row['loss']:.4f}", L0=f"{row['loss_mask_diffusion']:.4f}")
+        done = step + 1
+        if accelerator.is_main_process and (done % int(cfg.checkpoint_every or total) == 0 or done == total):
+            last_good = ckpt.save_checkpoint(
+                checkpoint_dir, done, controlnet=accelerator.unwrap_model(controlnet),
+                unet_decoder=_decoder_state(unet), optimizer=optimizer, lr_scheduler=lr_scheduler,
+                sampler=sampler, generator=generator, fingerprint=fingerprint, history=history,
+                keep=int(cfg.keep_checkpoints))
+        if preview is not None and accelerator.is_main_process and cfg.preview_every and (
+                done % int(cfg.preview_every) == 0 or done == total):
+            preview(done)
+    bar.close()
+    seconds = time.perf_counter() - t_start
+    ran = len(history) - start
+    tail = history[-50:]
+    summary = {
+        "steps": total, "completed_steps": len(history), "resumed_from_step": start if resume_path else None,
+        "step_impl": cfg.step_impl, "loss_mode": cfg.loss, "batch_size": int(cfg.batch_size),
+        "grad_accumulation": int(cfg.grad_accumulation), "train_rows": len(data),
+        "trainable_parameters": n_params, "device": str(device), "processes": accelerator.num_processes,
+        "seconds": seconds, "seconds_per_step": seconds / max(1, ran),
+        "final": {name: float(np.mean([r[name] for r in tail])) for name in
+                  ["loss"] + [f"loss_{t}" for t in TERMS]} if tail else {},
+    }
+    return summary

@@ -1,0 +1,163 @@
+"""Stage `backbone`: the denoising UNet + CLIP text model + scheduler -> models/backbone (SD layout).
+
+demo: build a tiny CLIP text model with an offline tokenizer, pre-train a small UNet2DConditionModel on
+the cached train latents (all views) with the prompt (dropout to "" for CFG), DESIGN.md noise schedule.
+paper: load <pretrained>'s unet/text_encoder/tokenizer/scheduler (offline) and re-save them.
+Both: a few DDIM samples decoded by the autoencoder -> plots/backbone/samples.png; siamdiff.json record.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, require, \
+    seed_everything, sha256_file, write_json
+
+STAGE = "backbone"
+
+
+def load_train_latents(root: Path, limit: int | None = None):
+    """(latent_mean, latent_std) [N,C,h,w] of the train (item, view)s listed in data/encoded.csv."""
+    import torch
+
+    from siamdiff.data.latent_cache import LatentCache
+
+    csv_path, db_path = root / "data/encoded.csv", root / "data/latents.lmdb"
+    if not csv_path.is_file():
+        raise SiamdiffError(f"{csv_path}: not found; run `dvc repro encode`")
+    with open(csv_path, newline="") as f:
+        keys = [r["key"] for r in csv.DictReader(f) if r["split"] == "train"][:limit]
+    if not keys:
+        raise SiamdiffError(f"{csv_path}: no train entries; the train split is empty")
+    with LatentCache(db_path, readonly=True) as cache:
+        got = cache.get_many(keys)
+    missing = sum(g is None for g in got)
+    if missing:
+        raise SiamdiffError(f"{db_path}: {missing} of {len(keys)} latents listed in {csv_path} are missing or "
+                            "corrupt; rerun `dvc repro encode` (it re-encodes them)")
+    mean = torch.stack([g["latent_mean"] for g in got])
+    std = torch.stack([g["latent_std"] for g in got])
+    return mean, std
+
+
+def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
+    import torch
+
+    from siamdiff.data.color import from_working, load_stats
+    from siamdiff.model import backbone as bb
+    from siamdiff.model.autoencoder import decode, load_autoencoder
+    from siamdiff.model.registry import folder_hash, write_record
+    from siamdiff.model.schedule import make_train_scheduler
+    from siamdiff.model.text import build_demo_text
+
+    root = Path(root)
+    ae_dir, out = root / "models/autoencoder", root / "models/backbone"
+    metrics_path, plot_path = root / "metrics/backbone.json", root / "plots/backbone/samples.png"
+    mode = params.get("mode", "demo")
+    if mode not in ("demo", "paper"):
+        raise SiamdiffError(f"params.yaml: backbone.mode = {mode!r}; use demo or paper")
+    seed = int(params.get("seed", 0))
+    seed_everything(seed)
+    prompt = str(params.get("prompt", ""))
+
+    if not (ae_dir / "config.json").is_file():
+        raise SiamdiffError(f"{ae_dir}: no autoencoder here; run `dvc repro autoencoder`")
+    ae_config = json.loads((ae_dir / "config.json").read_text())
+    latent_channels, scaling = int(ae_config["latent_channels"]), float(ae_config["scaling_factor"])
+    inputs = {"models/autoencoder": folder_hash(ae_dir)}
+    live = _live(root / "dvclive" / STAGE)
+    t0 = time.perf_counter()
+    metrics = {"mode": mode}
+
+    if mode == "paper":
+        unet, tokenizer, text_encoder, scheduler = bb.load_pretrained_backbone(params.get("pretrained"), latent_channels)
+        src = Path(params["pretrained"]).expanduser()
+        inputs.update({f"pretrained/{s}": folder_hash(src / s) for s in bb.SUBFOLDERS})
+        latent_hw = int(load_train_latents(root, limit=1)[0].shape[-1])  # preview at the pipeline's size
+        log(STAGE, f"loaded {src} (unet, text_encoder, tokenizer, scheduler)")
+    else:
+        mean, std = load_train_latents(root)
+        if mean.shape[1] != latent_channels:
+            raise SiamdiffError(f"{root / 'data/latents.lmdb'}: cached latents have {mean.shape[1]} channels but "
+                                f"{ae_dir} has {latent_channels}; rerun `dvc repro encode`")
+        latent_hw = int(mean.shape[-1])
+        inputs["data/encoded.csv"] = sha256_file(root / "data/encoded.csv")
+        log(STAGE, f"read {len(mean)} train latents {list(mean.shape[1:])} from {root / 'data/latents.lmdb'}")
+        width = int(params["text_width"])
+        require(int(params["cross_attention_dim"]) == width, "backbone.cross_attention_dim",
+                f"({params['cross_attention_dim']}) must equal backbone.text_width ({width}): the UNet attends "
+                "to the text encoder's hidden states")
+        tokenizer, text_encoder = build_demo_text([prompt], width=width, layers=int(params["text_layers"]),
+                                                  heads=int(params.get("text_heads", 4)), seed=seed)
+        text_encoder.eval().requires_grad_(False)
+        unet = bb.build_demo_unet(latent_channels, latent_hw, params["widths"], int(params["layers_per_block"]),
+                                  int(params["cross_attention_dim"]), int(params["attention_head_dim"]),
+                                  int(params["norm_groups"]), seed=seed)
+        cond, uncond = bb.prompt_embeddings(tokenizer, text_encoder, prompt)
+        n_par = sum(p.numel() for p in unet.parameters())
+        log(STAGE, f"pre-training a {n_par / 1e6:.2f}M-parameter UNet for {params['steps']} steps")
+        steps = int(params["steps"])
+        every, losses = max(1, steps // 100), []
+
+        def on_step(step, loss):
+            losses.append(loss)
+            if step % every == 0:
+                live.log_metric("train/loss", sum(losses[-every:]) / len(losses[-every:]))
+                live.next_step()
+
+        bb.train_backbone(unet, mean, std, cond, uncond, scaling_factor=scaling, steps=steps,
+                          batch_size=int(params["batch_size"]), lr=float(params["lr"]),
+                          prompt_dropout=float(params.get("prompt_dropout", 0.05)), seed=seed,
+                          on_step=on_step, progress=progress)
+        scheduler = make_train_scheduler()
+        tail = losses[-max(1, steps // 10):]
+        metrics.update({"final_loss": round(sum(tail) / len(tail), 5), "steps": steps, "unet_params": n_par})
+    metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    unet.eval().requires_grad_(False)
+
+    # preview: DDIM samples with classifier-free guidance, decoded by the autoencoder
+    n = int(params.get("preview_samples", 8))
+    if n > 0:
+        stats = load_stats(root / "data/prep/color_stats.json")
+        cond, uncond = bb.prompt_embeddings(tokenizer, text_encoder, prompt)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        z = bb.sample_latents(unet.to(device), cond.to(device), uncond.to(device), n=n,
+                              shape=(latent_channels, latent_hw, latent_hw),
+                              scheduler_config=scheduler.config, steps=int(params.get("preview_steps", 50)),
+                              guidance=float(params.get("preview_guidance", 3.0)), seed=seed)
+        with torch.no_grad():
+            rgb = from_working(decode(load_autoencoder(ae_dir).to(device), z).cpu(), stats)
+        unet.cpu()
+        with atomic_path(plot_path) as tmp:
+            _row(rgb).save(tmp, format="PNG")
+    live.end()
+
+    with atomic_path(out) as tmp:
+        bb.save_backbone(tmp, unet, tokenizer, text_encoder, scheduler)
+        write_record(tmp, params, inputs, kind="backbone", metrics=metrics)
+    write_json(metrics_path, metrics)
+    log(STAGE, f"wrote {out}, {metrics_path}" + (f", {plot_path}" if n > 0 else "") + f" ({metrics})")
+    return metrics
+
+
+def _row(rgb):
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray(np.concatenate(list(rgb.numpy()), axis=1))
+
+
+def _live(path: Path):
+    from dvclive import Live
+
+    return Live(dir=str(path), dvcyaml=None, save_dvc_exp=False, report=None)
+
+
+def main() -> None:
+    run(load_params(STAGE))
+
+
+if __name__ == "__main__":
+    main_guard(STAGE, main)

@@ -1,0 +1,159 @@
+"""Stage `train`: Siamese-Diffusion (DESIGN.md section 1) on the cached latents -> models/siamese.
+
+Reads  data/encoded.csv + data/latents.lmdb (train rows, every view), data/prep/color_stats.json,
+       models/autoencoder (scaling factor, downsampling factor; copied into the generator),
+       models/backbone (UNet U, CLIP tokenizer/text encoder).
+Writes models/siamese (save_generator: controlnet/ unet/ scheduler/ vae/ text_encoder/ tokenizer/
+       color_stats.json siamdiff.json), models/checkpoints/step-XXXXXX (persisted; an interrupted run resumes),
+       metrics/train.json, plots/train/preview.png (mask | sample | real), plots/train/live (dvclive curves).
+"""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, seed_everything, sha256_file, \
+    write_json
+
+STAGE = "train"
+
+
+def _log(msg: str) -> None:
+    log(STAGE, msg)
+
+
+def load_train_data(root: Path, stats: dict):
+    """TrainData from the train rows of data/encoded.csv, read from the latent cache."""
+    import numpy as np
+    import torch
+
+    from siamdiff.data.latent_cache import LatentCache
+    from siamdiff.train.loop import TrainData
+
+    csv_path, db_path = root / "data/encoded.csv", root / "data/latents.lmdb"
+    if not csv_path.is_file():
+        raise SiamdiffError(f"{csv_path}: not found; run `dvc repro encode`")
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    if not rows:
+        raise SiamdiffError(f"{csv_path}: no train rows; check the split and rerun `dvc repro encode`")
+    cache = LatentCache(db_path, readonly=True)
+    try:
+        items = cache.get_many([r["key"] for r in rows])
+    finally:
+        cache.close()
+    bad = [r for r, it in zip(rows, items) if it is None]
+    if bad:
+        raise SiamdiffError(f"{db_path}: {len(bad)} of {len(rows)} train latents missing or corrupt (first: "
+                            f"{bad[0]['id']} view {bad[0]['view']}); rerun `dvc repro encode`")
+    return TrainData(
+        latent_mean=torch.stack([it["latent_mean"].float() for it in items]),
+        latent_std=torch.stack([it["latent_std"].float() for it in items]),
+        image=torch.stack([it["image"].float() for it in items]),
+        mask=torch.stack([it["mask"] for it in items]).to(torch.uint8),
+        coverage=np.array([float(r["coverage"]) for r in rows]),
+        scaling_factor=1.0, ids=[(r["id"], int(r["view"])) for r in rows])
+
+
+def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after: int | None = None) -> dict:
+    import torch
+    from diffusers import AutoencoderKL
+
+    from siamdiff.data.color import from_working, load_stats
+    from siamdiff.model.autoencoder import factor_of
+    from siamdiff.model.backbone import load_backbone
+    from siamdiff.model.controlnet import SiameseControlNet
+    from siamdiff.model.generator import Generator, save_generator
+    from siamdiff.model.registry import folder_hash
+    from siamdiff.model.schedule import make_train_scheduler
+    from siamdiff.model.text import encode_prompts
+    from siamdiff.train.loop import TrainConfig, train
+    from siamdiff.train.preview import pick_preview_rows, render_preview
+
+    root = Path(root)
+    t0 = time.perf_counter()
+    cfg = TrainConfig.from_params(params)
+    stats_path, ae_dir, bb_dir = root / "data/prep/color_stats.json", root / "models/autoencoder", root / "models/backbone"
+    stats = load_stats(stats_path)
+    if not (ae_dir / "config.json").is_file():
+        raise SiamdiffError(f"{ae_dir}: no autoencoder here; run `dvc repro autoencoder`")
+
+    data = load_train_data(root, stats)
+    vae = AutoencoderKL.from_pretrained(ae_dir, local_files_only=True).eval().requires_grad_(False)
+    factor = factor_of(vae)
+    data.scaling_factor = float(vae.config.scaling_factor)
+    size, latent = int(data.image.shape[-1]), int(data.latent_mean.shape[-1])
+    if size != latent * factor:
+        raise SiamdiffError(f"{root / 'data/latents.lmdb'}: {size} px images with {latent}x{latent} latents do not "
+                            f"match the autoencoder's {factor}x downsampling; rerun `dvc repro encode`")
+    unet, tokenizer, text_encoder, _ = load_backbone(bb_dir)
+    text_encoder.eval().requires_grad_(False)
+    scheduler = make_train_scheduler()
+    seed_everything(int(cfg.seed))
+    controlnet = SiameseControlNet.from_unet(unet, downsample_factor=factor)
+    prompt = cfg.prompt
+    with torch.no_grad():
+        prompt_emb, empty_emb = encode_prompts(tokenizer, text_encoder, [prompt, ""]).split(1)
+    _log(f"read {len(data)} train rows ({size} px, latents {tuple(data.latent_mean.shape[1:])}), "
+         f"{bb_dir} (UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M), {ae_dir} ({factor}x, "
+         f"scaling {data.scaling_factor:.4f}); ControlNet {sum(p.numel() for p in controlnet.parameters()) / 1e6:.2f} M "
+         f"(DHI {sum(p.numel() for p in controlnet.controlnet_cond_embedding.parameters()) / 1e6:.3f} M)")
+    inputs = {"backbone": folder_hash(bb_dir), "autoencoder": folder_hash(ae_dir),
+              "encoded_csv": sha256_file(root / "data/encoded.csv"), "color_stats": sha256_file(stats_path)}
+
+    # preview: fixed masks (view 0 rows, a spread of coverage), fixed seeds
+    view0 = [i for i, (_, v) in enumerate(data.ids) if v == 0] or list(range(len(data)))
+    picks = [view0[i] for i in pick_preview_rows(data.coverage[view0], int(cfg.preview_images))]
+    preview_masks = data.mask[picks].unsqueeze(1).float()
+    preview_real = from_working(data.image[picks], stats)
+    preview_real = preview_real.numpy() if hasattr(preview_real, "numpy") else preview_real
+    preview_path = root / "plots/train/preview.png"
+
+    def preview(step: int) -> None:
+        gen = Generator(controlnet=controlnet, unet=unet, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
+                        color_stats=stats, scheduler=scheduler, prompt=prompt, size=size)
+        t1 = time.perf_counter()
+        render_preview(gen, preview_masks, preview_real, preview_path, seeds=list(range(len(picks))),
+                       prompt=prompt, steps=int(cfg.preview_steps), guidance=float(cfg.preview_guidance))
+        _log(f"step {step}: wrote {preview_path} ({time.perf_counter() - t1:.1f} s)")
+
+    live = None
+    try:
+        from dvclive import Live
+
+        live = Live(dir=str(root / "plots/train/live"), dvcyaml=False, save_dvc_exp=False, report=None)
+    except Exception as e:  # pragma: no cover - logging is optional
+        _log(f"dvclive unavailable ({e}); curves not logged")
+    try:
+        summary = train(cfg, unet=unet, controlnet=controlnet, scheduler=scheduler, data=data,
+                        prompt_emb=prompt_emb, empty_emb=empty_emb, checkpoint_dir=root / "models/checkpoints",
+                        inputs=inputs, live=live, preview=preview, stop_after=stop_after, log=_log,
+                        progress=progress)
+    finally:
+        if live is not None:
+            live.end()
+    if stop_after is not None and summary["completed_steps"] < cfg.steps:
+        _log(f"stopped after step {summary['completed_steps']} (stop_after); outputs not written")
+        return summary
+
+    out_dir = root / "models/siamese"
+    record = {"params": params, "inputs": inputs, "prompt": prompt, "size": size,
+              "color_space": stats.get("space"), "downsample_factor": factor, "stage": STAGE}
+    with atomic_path(out_dir) as tmp:
+        save_generator(tmp, controlnet.cpu(), unet.cpu(), vae, tokenizer, text_encoder, stats, record,
+                       scheduler=scheduler)
+    summary["seconds_total"] = time.perf_counter() - t0
+    write_json(root / "metrics/train.json", summary)
+    _log(f"wrote {out_dir}, {root / 'metrics/train.json'}, {preview_path} "
+         f"({summary['completed_steps']} steps, {summary['seconds_per_step']:.2f} s/step, "
+         f"final loss {summary['final'].get('loss', float('nan')):.4f})")
+    return summary
+
+
+def main() -> None:
+    run(load_params(STAGE))
+
+
+if __name__ == "__main__":
+    main_guard(STAGE, main)

@@ -1,0 +1,93 @@
+"""Backbone stage (demo), the offline text model and the noise schedule."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_latent_cache import ENCODE, make_autoencoder  # noqa: E402
+from tiny_sd import make_prep  # noqa: E402
+
+DEMO = {"mode": "demo", "pretrained": None, "prompt": "an endoscopic image of a colon polyp", "widths": [16, 32],
+        "layers_per_block": 1, "cross_attention_dim": 16, "attention_head_dim": 2, "norm_groups": 4,
+        "text_width": 16, "text_layers": 1, "steps": 3, "batch_size": 4, "lr": 1e-3, "prompt_dropout": 0.05,
+        "preview_samples": 2, "preview_steps": 2, "preview_guidance": 3.0, "seed": 0}
+
+
+def test_train_scheduler_is_the_design_schedule():
+    import torch
+
+    from siamdiff.model.schedule import make_sampling_scheduler, make_train_scheduler
+
+    s = make_train_scheduler()
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    assert s.config.num_train_timesteps == 1000 and s.config.prediction_type == "epsilon"
+    assert torch.allclose(s.betas.double(), betas, atol=1e-9)
+    assert torch.allclose(make_sampling_scheduler(s.config).alphas_cumprod, s.alphas_cumprod)
+
+
+def test_demo_text_is_offline_and_handles_the_empty_prompt(tmp_path):
+    import torch
+
+    from siamdiff.model.text import build_demo_text, encode_prompts, load_text, save_text
+
+    tok, te = build_demo_text(["an endoscopic image of a colon polyp"], width=16, layers=1, max_length=12)
+    ids = tok(["an endoscopic image", ""], padding="max_length", max_length=12).input_ids
+    assert ids[1][0] == tok.bos_token_id and ids[1][1] == tok.eos_token_id and tok.unk_token_id not in ids[0]
+    save_text(tmp_path, tok, te)
+    tok2, te2 = load_text(tmp_path)
+    emb = encode_prompts(tok2, te2, ["an endoscopic image of a colon polyp", "", "unknown words!"])
+    assert emb.shape == (3, 12, 16)
+    assert torch.allclose(emb, encode_prompts(tok, te.eval(), ["an endoscopic image of a colon polyp", "", "unknown words!"]), atol=1e-6)
+    assert not torch.allclose(emb[0], emb[1])
+
+
+def test_demo_backbone_stage(tmp_path):
+    from PIL import Image
+
+    from siamdiff.model.backbone import load_backbone
+    from siamdiff.model.registry import read_record
+    from stages.backbone import run
+    from stages.encode import run as run_encode
+
+    make_prep(tmp_path, n_train=6, n_val=2, n_test=2, size=16)
+    make_autoencoder(tmp_path)
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(tmp_path / "models" / "autoencoder")
+    vae.register_to_config(scaling_factor=0.5)
+    vae.save_pretrained(tmp_path / "models" / "autoencoder")
+    run_encode(ENCODE, tmp_path, progress=False)
+    metrics = run(DEMO, tmp_path, progress=False)
+    out = tmp_path / "models" / "backbone"
+    unet, tok, te, sched = load_backbone(out)
+    assert unet.config.in_channels == 4 and unet.config.sample_size == 8 and unet.config.cross_attention_dim == 16
+    assert sched.config.beta_schedule == "scaled_linear" and sched.config.num_train_timesteps == 1000
+    assert metrics["steps"] == 3 and metrics["final_loss"] > 0
+    assert json.loads((tmp_path / "metrics" / "backbone.json").read_text()) == metrics
+    assert Image.open(tmp_path / "plots" / "backbone" / "samples.png").size == (2 * 16, 16)
+    record = read_record(out)
+    assert record["params"] == DEMO and set(record["inputs"]) == {"models/autoencoder", "data/encoded.csv"}
+    assert (tmp_path / "dvclive" / "backbone" / "metrics.json").is_file()
+
+
+def test_backbone_bad_params(tmp_path):
+    from siamdiff.utils import SiamdiffError
+    from stages.backbone import run
+
+    make_prep(tmp_path, n_train=2, n_val=1, n_test=1, size=16)
+    with pytest.raises(SiamdiffError, match="dvc repro autoencoder"):
+        run(DEMO, tmp_path, progress=False)
+    make_autoencoder(tmp_path)
+    with pytest.raises(SiamdiffError, match="dvc repro encode"):
+        run(DEMO, tmp_path, progress=False)
+    from stages.encode import run as run_encode
+
+    run_encode(ENCODE, tmp_path, progress=False)
+    with pytest.raises(SiamdiffError, match="cross_attention_dim"):
+        run({**DEMO, "cross_attention_dim": 32}, tmp_path, progress=False)
+    with pytest.raises(SiamdiffError, match="backbone.mode"):
+        run({**DEMO, "mode": "sd"}, tmp_path, progress=False)
