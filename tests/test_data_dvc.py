@@ -11,47 +11,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ("ingest", "split", "preprocess")
-LAZY = {"ingest": ["siamdiff.storage.ingest"]}  # imported only for `type: s3` sources
-
-
-def _dvc_yaml():
-    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-
-@pytest.mark.parametrize("stage", STAGES)
-def test_code_deps_are_exactly_the_imported_files(stage):
-    """Every project .py file the stage imports is a dep, and every code dep is imported."""
-    mods = ["stages." + stage] + LAZY.get(stage, [])
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in mods) +
-            "print('\\n'.join(sorted(m.__file__ for m in list(sys.modules.values()) "
-            "if getattr(m, '__file__', None))))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    imported = {Path(f).resolve().relative_to(ROOT).as_posix() for f in out.split()
-                if Path(f).resolve().is_relative_to(ROOT) and ".venv" not in f}
-    imported.discard("stages/__init__.py")  # the launcher package, not library code
-    deps = {d for d in _dvc_yaml()[stage]["deps"] if d.endswith(".py") or d in ("siamdiff", "stages")}
-    assert imported == deps
-    # only its own params: the section, or every key of it (never a key of another section)
-    listed = _dvc_yaml()[stage]["params"]
-    section = yaml.safe_load((ROOT / "params.yaml").read_text())[stage]
-    assert listed == [stage] or sorted(listed) == sorted(f"{stage}.{k}" for k in section), listed
-
-
-def test_no_param_named_like_dvc_metadata():
-    """DVC's run-cache key drops every key named `size` or `nfiles` (treeverse/dvc#10296): a stage that lists
-    such a param through its whole section would be restored from a stale run instead of rerunning."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for name, stage in _dvc_yaml().items():
-        for entry in stage.get("params", []):
-            if isinstance(entry, str) and "." not in entry and isinstance(params.get(entry), dict):
-                def keys(d):
-                    for k, v in d.items():
-                        yield k
-                        if isinstance(v, dict):
-                            yield from keys(v)
-                bad = {"size", "nfiles"} & set(keys(params[entry]))
-                assert not bad, f"stage {name}: params section '{entry}' has {bad}; list its keys one by one"
 
 
 def _run(args, cwd, env):

@@ -6,6 +6,15 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and lose a lot to thread spinning on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _toy(n: int, size: int = 16, seed: int = 0):
     """Bright squares on a dark textured background; the mask marks the square."""
     g = torch.Generator().manual_seed(seed)
