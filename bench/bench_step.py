@@ -1,8 +1,7 @@
 """Benchmark: naive (released structure) vs fused Siamese-Diffusion training step.
 
 Measures forward + backward time per step of `siamdiff.model.siamese.naive_step` and `fused_step` at
-- the demo size (the default params.yaml backbone: widths [64, 128], 1 layer per block, 64 px images,
-  16x16 latents, batch 8), and
+- the demo size (read from params.yaml: backbone widths/heads, 64 px images, 16x16 latents, train batch), and
 - Stable Diffusion 1.5 widths (320, 640, 1280, 1280; 2 layers per block; cross-attention 768; DHI with 3
   PatchMerging stages; random weights; small latent 16x16 = 128 px hint; batch 1),
 each in the two phases of training: s <= S/3 (L0-L2) and s > S/3 (L3 on, about 1/5 of the samples with
@@ -133,8 +132,19 @@ def bench(name, cfg, repeats):
     return out
 
 
-DEMO = {"widths": (64, 128), "layers": 1, "cross_dim": 64, "head_dim": 8, "groups": 8, "latent": 16, "factor": 4,
-        "batch": 8, "text_len": 32}
+def demo_config() -> dict:
+    """The demo size from params.yaml (backbone, preprocess, autoencoder, train sections)."""
+    import yaml
+
+    p = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    b, factor = p["backbone"], int(p["autoencoder"]["downsample_factor"])
+    return {"widths": tuple(b["widths"]), "layers": int(b["layers_per_block"]),
+            "cross_dim": int(b["cross_attention_dim"]), "head_dim": int(b["attention_head_dim"]),
+            "groups": int(b["norm_groups"]), "latent": int(p["preprocess"]["size"]) // factor, "factor": factor,
+            "batch": int(p["train"]["batch_size"]), "text_len": 32}
+
+
+
 SD15 = {"widths": (320, 640, 1280, 1280), "layers": 2, "cross_dim": 768, "head_dim": 8, "groups": 32, "latent": 16,
         "factor": 8, "batch": 1, "text_len": 77}
 
@@ -152,7 +162,7 @@ def main():
     results["matmul_gflops_before"] = matmul_gflops()
     print(f"plain fp32 matmul (1024^3): {results['matmul_gflops_before']:.1f} GFLOP/s, {args.threads} thread(s)")
     if not args.sd_only:
-        results["demo"] = bench("demo", DEMO, args.repeats)
+        results["demo"] = bench("demo", demo_config(), args.repeats)
     if args.sd or args.sd_only:
         results["sd15"] = bench("sd1.5", SD15, max(2, args.repeats // 2))
     results["matmul_gflops_after"] = matmul_gflops()

@@ -6,7 +6,7 @@ import torch
 
 from siamdiff.model.controlnet import SiameseControlNet, controlnet_residuals
 from siamdiff.model.schedule import make_train_scheduler
-from siamdiff.model.siamese import (STEPS, SiameseBatch, StepConfig, fused_step, freeze_unet_encoder, naive_step,
+from siamdiff.model.siamese import (STEPS, SiameseBatch, StepConfig, fused_step, freeze_unet_encoder,
                                     siamese_loss_terms, trainable_parameters, unet_frozen_modules)
 
 LATENT, FACTOR = 4, 4

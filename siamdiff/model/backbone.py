@@ -8,7 +8,6 @@ noise schedule (`make_train_scheduler`), epsilon prediction.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from siamdiff.model.schedule import check_schedule, make_sampling_scheduler, make_train_scheduler

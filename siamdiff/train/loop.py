@@ -30,7 +30,7 @@ from siamdiff.data.sampler import BalancedBatchSampler
 from siamdiff.model.siamese import (LOSS_MODES, STEPS, TERMS, SiameseBatch, StepConfig, freeze_unet_encoder,
                                     trainable_parameters)
 from siamdiff.train import checkpoints as ckpt
-from siamdiff.train.schedules import augmentation_active, image_weight, lambda_c, make_lr_scheduler
+from siamdiff.train.schedules import image_weight, lambda_c, make_lr_scheduler
 from siamdiff.utils import SiamdiffError, require
 
 # params that do not change the numbers (excluded from the checkpoint fingerprint)
