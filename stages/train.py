@@ -10,6 +10,10 @@ Writes models/siamese (save_generator: controlnet/ unet/ scheduler/ vae/ text_en
 from __future__ import annotations
 
 import csv
+import os
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -118,11 +122,13 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
                        prompt=prompt, steps=int(cfg.preview_steps), guidance=float(cfg.preview_guidance))
         _log(f"step {step}: wrote {preview_path} ({time.perf_counter() - t1:.1f} s)")
 
+    main_process = int(os.environ.get("RANK", "0")) == 0
     live = None
     try:
         from dvclive import Live
 
-        live = Live(dir=str(root / "plots/train/live"), dvcyaml=False, save_dvc_exp=False, report=None)
+        if main_process:
+            live = Live(dir=str(root / "plots/train/live"), dvcyaml=False, save_dvc_exp=False, report=None)
     except Exception as e:  # pragma: no cover - logging is optional
         _log(f"dvclive unavailable ({e}); curves not logged")
     try:
@@ -135,6 +141,8 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
             live.end()
     if stop_after is not None and summary["completed_steps"] < cfg.steps:
         _log(f"stopped after step {summary['completed_steps']} (stop_after); outputs not written")
+        return summary
+    if not main_process:
         return summary
 
     out_dir = root / "models/siamese"
@@ -151,7 +159,25 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
     return summary
 
 
+def launch(processes: int) -> int:
+    """Rerun this stage as `processes` data-parallel processes (torchrun; gloo on CPU, NCCL on GPUs)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(processes),
+           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "stages.train"]
+    _log(f"launching {processes} processes: {' '.join(cmd[1:])}")
+    return subprocess.call(cmd)
+
+
 def main() -> None:
+    """`SIAMDIFF_PROCESSES=N` (env) trains with N data-parallel processes; under an existing launcher
+    (`accelerate launch`, `torchrun`, `srun`) the stage just runs as one of its processes."""
+    processes = os.environ.get("SIAMDIFF_PROCESSES", "1")
+    if not processes.isdigit() or int(processes) < 1:
+        raise SiamdiffError(f"SIAMDIFF_PROCESSES={processes!r}: must be a positive integer (processes per node)")
+    if int(processes) > 1 and "WORLD_SIZE" not in os.environ:
+        sys.exit(launch(int(processes)))
     run(load_params(STAGE))
 
 

@@ -63,6 +63,14 @@ class SiameseBatch:
     mask: torch.Tensor      # [B, 1, S, S] float in {0, 1}
     image: torch.Tensor     # [B, 3, S, S] x~ in [0, 1]: three channels, no mask
 
+    def shard(self, rank: int, world: int) -> "SiameseBatch":
+        """This process's contiguous slice of a global batch (data parallel)."""
+        if world == 1:
+            return self
+        n = self.z0.shape[0] // world
+        return SiameseBatch(*(getattr(self, f)[rank * n:(rank + 1) * n] for f in
+                              ("z0", "noise", "t", "text_emb", "mask", "image")))
+
 
 @dataclass
 class StepOutput:

@@ -172,9 +172,15 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
         [{"params": groups[name], "lr": float(lrs[name]), "name": name} for name in ("from_scratch", "controlnet", "unet_decoder")],
         lr=float(cfg.lr), betas=tuple(float(b) for b in cfg.betas), weight_decay=float(cfg.weight_decay))
     lr_scheduler = make_lr_scheduler(optimizer, total, int(cfg.lr_warmup), cfg.lr_schedule)
-    sampler = BalancedBatchSampler(data.coverage, int(cfg.batch_size), seed=int(cfg.seed) + 1000 * rank,
+    # Data parallel: every process draws the same global batch (same seeds) and trains on its slice, so N
+    # processes reach the weights of one process with the same global batch (to float tolerance).
+    world = accelerator.num_processes
+    if int(cfg.batch_size) % world:
+        raise SiamdiffError(f"params.yaml: train.batch_size={cfg.batch_size} must be divisible by the number of "
+                            f"processes ({world}): it is the global batch, split across processes")
+    sampler = BalancedBatchSampler(data.coverage, int(cfg.batch_size), seed=int(cfg.seed),
                                    balanced=bool(cfg.balanced_batches))
-    generator = torch.Generator().manual_seed(int(cfg.seed) * 7919 + rank)
+    generator = torch.Generator().manual_seed(int(cfg.seed) * 7919)
     optimizer = accelerator.prepare(optimizer)
     params = [p for g in groups.values() for p in g]
     n_params = {k: sum(p.numel() for p in v) for k, v in groups.items()}
@@ -190,11 +196,6 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
     if resume_path is not None:
         state = ckpt.load_checkpoint(resume_path, controlnet=controlnet, unet=unet, optimizer=optimizer,
                                      lr_scheduler=lr_scheduler, sampler=sampler, generator=generator, rank=0)
-        if rank:  # other ranks: own streams derived from the step (multi-process resume is not bit-exact)
-            generator.manual_seed(int(cfg.seed) * 7919 + rank + 104729 * state["step"])
-            sampler = BalancedBatchSampler(data.coverage, int(cfg.batch_size),
-                                           seed=int(cfg.seed) + 1000 * rank + state["step"],
-                                           balanced=bool(cfg.balanced_batches))
         start, history = int(state["step"]), list(state.get("history", []))
         log(f"resumed from {resume_path} (step {start} of {total})")
         if live is not None:
@@ -221,7 +222,7 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
         loss_sum, aug_rows = 0.0, 0
         for _ in range(int(cfg.grad_accumulation)):
             batch = make_batch(data, sampler.next_batch(), prompt_emb, empty_emb, generator, cfg,
-                               scheduler.config.num_train_timesteps, device)
+                               scheduler.config.num_train_timesteps, device).shard(rank, world)
             with accelerator.autocast():
                 out = step_fn(unet, controlnet, scheduler, batch, step, total, step_cfg)
             value = float(out.loss.detach())
@@ -237,10 +238,9 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
                 sums[k] += float(v.detach().mean())
             if out.augment_weight is not None:
                 aug_rows += int(out.augment_weight.sum())
-        if accelerator.num_processes > 1:
-            for p in params:
-                if p.grad is not None:
-                    p.grad = accelerator.reduce(p.grad, reduction="mean")
+        if world > 1:  # equal slices: the mean of the processes' gradients is the global batch's gradient
+            for p in params:  # every process reduces every parameter (a missing grad counts as zeros)
+                p.grad = accelerator.reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="mean")
         optimizer.step()
         lr_now = {g["name"]: g["lr"] for g in optimizer.param_groups}
         lr_scheduler.step()
