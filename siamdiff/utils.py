@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -74,11 +75,15 @@ def sha256_tree(root: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
 
     Works for files and folders; on error the temporary is removed and `target` is left as it was.
+    A full disk (ENOSPC/EDQUOT) becomes a SiamdiffError naming `target`.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -90,15 +95,24 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             target.rename(old)
-            tmp.rename(target)
+            try:
+                tmp.rename(target)
+            except BaseException:
+                old.rename(target)  # put the previous output back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+        # a full disk (also one reported by a nested atomic write inside this one) names this target
+        cause = e if isinstance(e, OSError) else e.__cause__ if isinstance(e, SiamdiffError) else None
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL:
+            raise SiamdiffError(f"{target}: no space left on device while writing it ({cause.strerror}); free "
+                                f"disk space and rerun (the previous {target.name} is unchanged)") from cause
         raise
 
 
@@ -113,9 +127,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def main_guard(stage: str, fn) -> None:
-    """Run a stage's main(); turn SiamdiffError into one clear line and exit code 1."""
+    """Run a stage's main(); turn SiamdiffError (and a full disk) into one clear line and exit code 1."""
     try:
         fn()
     except SiamdiffError as e:
         print(f"[{stage}] error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        where = e.filename or "an output file"
+        print(f"[{stage}] error: {where}: no space left on device ({e.strerror}); free disk space and rerun",
+              file=sys.stderr)
         sys.exit(1)

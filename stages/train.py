@@ -60,6 +60,12 @@ def load_train_data(root: Path, stats: dict):
         scaling_factor=1.0, ids=[(r["id"], int(r["view"])) for r in rows])
 
 
+def check_batch(cfg, processes: int) -> None:
+    if int(cfg.batch_size) % processes:
+        raise SiamdiffError(f"params.yaml: train.batch_size={cfg.batch_size} must be divisible by the number of "
+                            f"processes ({processes}): it is the global batch, split across processes")
+
+
 def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after: int | None = None) -> dict:
     import torch
     from diffusers import AutoencoderKL
@@ -78,6 +84,9 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
     root = Path(root)
     t0 = time.perf_counter()
     cfg = TrainConfig.from_params(params)
+    world = os.environ.get("WORLD_SIZE", "1")  # set by torchrun / accelerate launch / the SIAMDIFF_PROCESSES launcher
+    if world.isdigit():
+        check_batch(cfg, int(world))  # before loading anything (the loop checks the launched world again)
     stats_path, ae_dir, bb_dir = root / "data/prep/color_stats.json", root / "models/autoencoder", root / "models/backbone"
     stats = load_stats(stats_path)
     if not (ae_dir / "config.json").is_file():
@@ -176,9 +185,14 @@ def main() -> None:
     processes = os.environ.get("SIAMDIFF_PROCESSES", "1")
     if not processes.isdigit() or int(processes) < 1:
         raise SiamdiffError(f"SIAMDIFF_PROCESSES={processes!r}: must be a positive integer (processes per node)")
+    params = load_params(STAGE)
     if int(processes) > 1 and "WORLD_SIZE" not in os.environ:
+        # check the params once, here, rather than as N identical errors from the N launched processes
+        from siamdiff.train.loop import TrainConfig
+
+        check_batch(TrainConfig.from_params(params), int(processes))
         sys.exit(launch(int(processes)))
-    run(load_params(STAGE))
+    run(params)
 
 
 if __name__ == "__main__":

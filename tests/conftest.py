@@ -8,13 +8,13 @@ POLYPS = Path(os.environ.get("SIAMDIFF_POLYPS", ROOT.parent / "shared" / "data" 
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _torch_threads():
-    try:
-        import torch
+def _one_torch_thread():
+    """Test models are tiny and overhead-bound: one torch thread is faster, and far faster on a shared CPU
+    (two threads per process spin against each other). Subprocesses get OMP_NUM_THREADS=1 too."""
+    import torch
 
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    except ImportError:
-        pass
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import torch
 
 from siamdiff.model.controlnet import SiameseControlNet, controlnet_residuals, dhi_widths
 from siamdiff.model.dhi import DenseHintInput, PatchMerging, ResBlock
-from test_siamese import single_thread, FACTOR, LATENT, SIZE, tiny_unet  # noqa: F401 (autouse fixture)
+from test_siamese import FACTOR, LATENT, SIZE, tiny_unet
 
 
 def test_dhi_at_sd15_widths_has_2_53m_parameters_plus_zero_conv():

@@ -7,13 +7,6 @@ import scipy.linalg
 import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: small matrices and a shared machine make threaded LAPACK/conv spin rather than help."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def fid_numpy(x: np.ndarray, y: np.ndarray) -> float:

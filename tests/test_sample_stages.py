@@ -11,13 +11,6 @@ from test_sample_ddim import tiny_parts
 from test_segment import _toy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and lose a lot to thread spinning on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _write_prep(root, size=16):

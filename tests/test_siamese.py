@@ -13,13 +13,6 @@ LATENT, FACTOR = 4, 4
 SIZE = LATENT * FACTOR
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models are overhead-bound: one torch thread is faster, and far faster on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_unet(seed: int = 0, cross_dim: int = 16):

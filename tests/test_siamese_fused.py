@@ -6,7 +6,7 @@ import torch
 
 from siamdiff.model.schedule import make_train_scheduler
 from siamdiff.model.siamese import StepConfig, fused_step, naive_step, trainable_parameters
-from test_siamese import single_thread, tiny_batch, tiny_models  # noqa: F401 (autouse fixture)
+from test_siamese import tiny_batch, tiny_models
 
 
 def _run(fn, unet, controlnet, sched, batch, step, total, cfg):

@@ -13,7 +13,7 @@ from siamdiff.train.checkpoints import list_checkpoints
 from siamdiff.train.loop import TrainConfig, TrainData, make_batch, train
 from siamdiff.train.schedules import lambda_c, lr_factor
 from siamdiff.utils import SiamdiffError
-from test_siamese import single_thread, LATENT, SIZE, tiny_models  # noqa: F401 (autouse fixture)
+from test_siamese import LATENT, SIZE, tiny_models
 
 
 def tiny_data(n: int = 12, seed: int = 0) -> TrainData:

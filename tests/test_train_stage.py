@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from siamdiff.utils import SiamdiffError
-from test_siamese import single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 LATENT, FACTOR = 4, 4
 SIZE = LATENT * FACTOR

@@ -5,9 +5,11 @@
     optimizer.safetensors     AdamW state tensors ("<param index>.<name>")
     rng.safetensors           torch CPU RNG, the training noise generator, numpy's global RNG (per rank)
     state.json                step, fingerprint, optimizer param groups, lr scheduler, sampler, python RNG,
-                              the per-step log so far
+                              the per-step log so far, the SHA-256 of every .safetensors file above
 
-Written atomically (temporary folder, then rename), so a kill never leaves a half checkpoint.
+Written atomically (temporary folder, then rename), so a kill never leaves a half checkpoint. A checkpoint
+damaged afterwards (truncated, flipped bytes) fails `verify_checkpoint` (the SHA-256s in state.json) and is
+refused by name; the run then resumes from the newest older checkpoint that verifies.
 A checkpoint is resumed only when its fingerprint (every param that changes the numbers + input hashes)
 matches the run's; others are stale and removed when the run starts afresh.
 """
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from siamdiff.utils import SiamdiffError, atomic_path
+from siamdiff.utils import SiamdiffError, atomic_path, sha256_file
 
 PATTERN = re.compile(r"^step-(\d{6,})$")
 
@@ -107,10 +109,16 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, controlnet, unet_deco
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file({"torch_cpu": torch.get_rng_state(), "train_generator": generator.get_state(),
                    "numpy_keys": np_keys}, str(tmp / f"rng-{rank}.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+        state["files"] = {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")  # last: it vouches for the rest
+    # Checkpoints past this step can only be ones refused at resume (damaged): a run writes only past the
+    # checkpoint it resumed from. They go, so `keep` never prunes a good checkpoint in favour of them.
+    ckpts = list_checkpoints(root)
+    doomed = [p for s, p in ckpts if s > step]
     if keep and keep > 0:
-        for _, old in list_checkpoints(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        doomed += [p for s, p in ckpts if s <= step][:-keep]
+    for old in doomed:
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
@@ -122,20 +130,76 @@ def read_state(path: str | os.PathLike) -> dict:
         raise SiamdiffError(f"{path}: unreadable checkpoint state ({e}); delete the folder to start afresh") from e
 
 
-def find_resumable(root: str | os.PathLike, fingerprint: str) -> Path | None:
-    """The newest checkpoint whose fingerprint matches, else None."""
+def verify_checkpoint(path: str | os.PathLike, rank: int = 0) -> dict:
+    """Check that a checkpoint is whole before anything is loaded from it; returns its state.
+
+    Raises SiamdiffError naming the first missing, truncated or changed file. Checkpoints written before
+    state.json recorded SHA-256s are checked by parsing every safetensors file instead.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    state = read_state(path)
+    needed = ["controlnet.safetensors", "unet_decoder.safetensors", "optimizer.safetensors", f"rng-{rank}.safetensors"]
+    recorded = state.get("files")
+    for name in needed:
+        f = path / name
+        if not f.is_file():
+            raise SiamdiffError(f"{f}: missing from the checkpoint; it cannot be resumed")
+        if recorded is not None:
+            if name not in recorded:
+                raise SiamdiffError(f"{f}: not listed in {path / 'state.json'}; the checkpoint cannot be trusted")
+            if sha256_file(f) != recorded[name]:
+                raise SiamdiffError(f"{f}: SHA-256 differs from the one recorded in {path / 'state.json'} "
+                                    "(truncated or corrupted checkpoint file)")
+        else:
+            try:
+                with safe_open(str(f), framework="pt") as g:
+                    for k in g.keys():
+                        g.get_tensor(k)
+            except Exception as e:
+                raise SiamdiffError(f"{f}: unreadable checkpoint file ({e})") from e
+    return state
+
+
+def resumable_checkpoints(root: str | os.PathLike, fingerprint: str) -> list[Path]:
+    """Checkpoints whose fingerprint matches, newest first (not yet verified)."""
+    out = []
     for _, path in reversed(list_checkpoints(root)):
         try:
             if read_state(path).get("fingerprint") == fingerprint:
-                return path
+                out.append(path)
         except SiamdiffError:
             continue
+    return out
+
+
+def find_resumable(root: str | os.PathLike, fingerprint: str, rank: int = 0,
+                   log=None) -> Path | None:
+    """The newest checkpoint whose fingerprint matches and whose files verify, else None.
+
+    A damaged checkpoint is skipped (with its file named through `log`) in favour of the previous one.
+    """
+    for path in resumable_checkpoints(root, fingerprint):
+        try:
+            verify_checkpoint(path, rank)
+        except SiamdiffError as e:
+            if log is not None:
+                log(f"refused checkpoint {path}: {e}; trying the previous one")
+            continue
+        return path
     return None
 
 
 def remove_stale(root: str | os.PathLike, fingerprint: str) -> list[Path]:
-    """Remove checkpoints of another configuration (they can never be resumed by this run)."""
+    """Remove checkpoints of another configuration (they can never be resumed by this run), and the
+    temporary folders of a checkpoint write that was killed (`.step-XXXXXX.*.tmp`, never resumed)."""
     removed = []
+    root = Path(root)
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith(".step-") and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+                shutil.rmtree(p, ignore_errors=True)
     for _, path in list_checkpoints(root):
         try:
             ok = read_state(path).get("fingerprint") == fingerprint

@@ -192,7 +192,7 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
     if removed:
         log(f"removed {len(removed)} checkpoint(s) of another configuration from {checkpoint_dir}")
     accelerator.wait_for_everyone()
-    resume_path = ckpt.find_resumable(checkpoint_dir, fingerprint)
+    resume_path = ckpt.find_resumable(checkpoint_dir, fingerprint, rank=0, log=log)  # skips damaged ones, named
     if resume_path is not None:
         state = ckpt.load_checkpoint(resume_path, controlnet=controlnet, unet=unet, optimizer=optimizer,
                                      lr_scheduler=lr_scheduler, sampler=sampler, generator=generator, rank=0)
@@ -267,8 +267,10 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
                 unet_decoder=_decoder_state(unet), optimizer=optimizer, lr_scheduler=lr_scheduler,
                 sampler=sampler, generator=generator, fingerprint=fingerprint, history=history,
                 keep=int(cfg.keep_checkpoints))
-        if preview is not None and accelerator.is_main_process and cfg.preview_every and (
-                done % int(cfg.preview_every) == 0 or done == total):
+        # always at the last step: plots/train/preview.png is a declared DVC output, so
+        # `preview_every: 0` means "final preview only", not "none" (else `dvc repro` fails)
+        if preview is not None and accelerator.is_main_process and (
+                done == total or (cfg.preview_every and done % int(cfg.preview_every) == 0)):
             preview(done)
     bar.close()
     seconds = time.perf_counter() - t_start
