@@ -64,7 +64,7 @@ def test_polyps_profile_end_to_end(tmp_path, polyps_dir):
             shutil.copy(ROOT / name, proj / name)
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
            "PYTHONDONTWRITEBYTECODE": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "OMP_NUM_THREADS": "2"}
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # OMP_NUM_THREADS from conftest
     env.pop("PYTHONPATH", None)
     dvc = BIN / "dvc"
     _run(["git", "init", "-q"], proj, env)
