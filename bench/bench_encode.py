@@ -61,10 +61,10 @@ def main() -> None:
     print(f"cold: {cw:7.2f} s wall  {cc:7.2f} s CPU  ({cs['encoded']} encoded)")
     print(f"warm: {ww:7.2f} s wall  {wc:7.2f} s CPU  ({ws['encoded']} encoded, {ws['hits']} hits)")
     print(f"speed-up (wall): {cw / ww:.1f}x   (CPU): {cc / max(wc, 1e-9):.1f}x   goal >= 20x")
+    if args.json:
+        args.json.write_text(json.dumps({"entries": cs["entries"], "cold_s": cw, "warm_s": ww, "cold_cpu_s": cc,
+                                         "warm_cpu_s": wc, "warm_encoded": ws["encoded"]}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
     main()
-    if args.json:
-        args.json.write_text(json.dumps({"entries": cs["entries"], "cold_s": cw, "warm_s": ww, "cold_cpu_s": cc,
-                                         "warm_cpu_s": wc, "warm_encoded": ws["encoded"]}, indent=2) + "\n")

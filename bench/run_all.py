@@ -78,12 +78,15 @@ def main():
     ap.add_argument("--skip-repro", action="store_true", help="skip the full default `dvc repro` (~30 min)")
     ap.add_argument("--skip-sd", action="store_true", help="skip the step bench at SD-1.5 widths (~12 GB RAM)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "polyps-train"))
+    ap.add_argument("--reuse-data", action="store_true", help="reuse bench/out/bench_data/bench_data.json if present")
     args = ap.parse_args()
     rows: list[tuple[str, str, str]] = []
     py = sys.executable
 
+    data_json = OUT / "bench_data" / "bench_data.json"
     if Path(args.data, "Kvasir-SEG").is_dir():
-        subprocess.run([py, "bench/bench_data.py", "--data", args.data], cwd=ROOT, env=env(), check=True)
+        if not (args.reuse_data and data_json.is_file()):
+            subprocess.run([py, "bench/bench_data.py", "--data", args.data], cwd=ROOT, env=env(), check=True)
         figs = json.loads((OUT / "bench_data" / "bench_data.json").read_text())["figures"]
         for name, f in figs.items():
             rows.append((f"data: {name}", f"{f.get('wall_s', f.get('wall', '?'))} s wall",

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -24,15 +24,21 @@ def run_doctor() -> None:
     checks = [
         ("torch", lambda: f"{torch.__version__}, {torch.get_num_threads()} threads, "
                           f"CUDA {'available' if torch.cuda.is_available() else 'not available (CPU: fp32 eager)'}"),
-        ("dvc", lambda: subprocess.run(["dvc", "--version"], capture_output=True, text=True, check=True).stdout.strip()),
+        ("dvc", lambda: subprocess.run([sys.executable, "-m", "dvc", "--version"], capture_output=True, text=True,
+                                       check=True).stdout.strip()),
         ("metric assets", _assets),
-        ("project", lambda: "params.yaml and dvc.yaml found" if Path("params.yaml").exists() and Path("dvc.yaml").exists()
-         else (_ for _ in ()).throw(FileNotFoundError("run from the project root"))),
-        ("rclone (S3 test server)", lambda: shutil.which("rclone") or _rclone_from_wheel()),
+        ("project", _project),
+        ("rclone (S3 test server)", _rclone),
         ("cores", lambda: str(os.cpu_count())),
     ]
     ok = all([_check(n, f) for n, f in checks])
     print("all checks passed" if ok else "some checks failed (see above)")
+
+
+def _project() -> str:
+    if not (Path("params.yaml").exists() and Path("dvc.yaml").exists()):
+        raise FileNotFoundError("params.yaml/dvc.yaml not found: run from the project root")
+    return "params.yaml and dvc.yaml found"
 
 
 def _assets() -> str:
@@ -42,7 +48,7 @@ def _assets() -> str:
     return ", ".join(sorted(found)) if isinstance(found, dict) else "present"
 
 
-def _rclone_from_wheel() -> str:
-    from siamdiff.storage.server import rclone_binary
+def _rclone() -> str:
+    from siamdiff.storage.server import find_rclone
 
-    return str(rclone_binary())
+    return find_rclone()
