@@ -34,7 +34,9 @@ def env():
     return e
 
 
-def run_json(cmd: list[str], json_path: Path, timeout: int = 3600) -> dict:
+def run_json(cmd: list[str], json_path: Path, reuse: bool = False, timeout: int = 3600) -> dict:
+    if reuse and json_path.is_file():
+        return json.loads(json_path.read_text())
     json_path.parent.mkdir(parents=True, exist_ok=True)
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd + ["--json", str(json_path)], cwd=ROOT, env=env(), check=True, timeout=timeout)
@@ -78,14 +80,14 @@ def main():
     ap.add_argument("--skip-repro", action="store_true", help="skip the full default `dvc repro` (~30 min)")
     ap.add_argument("--skip-sd", action="store_true", help="skip the step bench at SD-1.5 widths (~12 GB RAM)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "polyps-train"))
-    ap.add_argument("--reuse-data", action="store_true", help="reuse bench/out/bench_data/bench_data.json if present")
+    ap.add_argument("--reuse", action="store_true", help="reuse a benchmark's bench/out/*.json where present")
     args = ap.parse_args()
     rows: list[tuple[str, str, str]] = []
     py = sys.executable
 
     data_json = OUT / "bench_data" / "bench_data.json"
     if Path(args.data, "Kvasir-SEG").is_dir():
-        if not (args.reuse_data and data_json.is_file()):
+        if not (args.reuse and data_json.is_file()):
             subprocess.run([py, "bench/bench_data.py", "--data", args.data], cwd=ROOT, env=env(), check=True)
         figs = json.loads((OUT / "bench_data" / "bench_data.json").read_text())["figures"]
         for name, f in figs.items():
@@ -94,17 +96,17 @@ def main():
     else:
         rows.append(("data bench", f"skipped: {args.data} absent", ""))
 
-    enc = run_json([py, "bench/bench_encode.py"], OUT / "bench_encode.json")
+    enc = run_json([py, "bench/bench_encode.py"], OUT / "bench_encode.json", args.reuse)
     rows.append(("encode: cold / warm", f"{enc['cold_s']:.1f} s / {enc['warm_s']:.2f} s", ""))
     rows.append(("encode: warm speed-up", f"{enc['cold_s'] / enc['warm_s']:.0f}x", ">= 20x"))
 
-    step = run_json([py, "bench/bench_step.py"] + ([] if args.skip_sd else ["--sd"]), OUT / "bench_step.json")
+    step = run_json([py, "bench/bench_step.py"] + ([] if args.skip_sd else ["--sd"]), OUT / "bench_step.json", args.reuse)
     matmul = step["matmul_gflops_before"]
     for size in ("demo", "sd15"):
         if size not in step:
             continue
         for phase, r in step[size].items():
-            if not isinstance(r, dict):
+            if not (isinstance(r, dict) and "naive_s" in r):
                 continue
             rows.append((f"train step {size} {phase}: naive / fused",
                          f"{r['naive_s']:.3f} s / {r['fused_s']:.3f} s = {r['naive_s'] / r['fused_s']:.2f}x",
@@ -113,7 +115,7 @@ def main():
                          f"{r['fused_gflops_per_s']:.1f} vs {matmul:.1f}", ""))
         rows.append((f"train step {size}: whole-run speed-up", f"{step[size]['run_average_speedup']:.2f}x", ""))
 
-    smp = run_json([py, "bench/bench_sampling.py"], OUT / "bench_sampling.json")
+    smp = run_json([py, "bench/bench_sampling.py"], OUT / "bench_sampling.json", args.reuse)
     w = smp["wall_seconds"]
     rows.append(("sampling: naive / hint-once + batched CFG",
                  f"{w['naive']:.1f} s / {w['hint_once_batched_cfg']:.1f} s = {smp['speedup_wall']:.2f}x, "
