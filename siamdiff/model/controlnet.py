@@ -60,6 +60,24 @@ class SiameseControlNet(ControlNetModel):
                                  load_weights_from_unet=load_weights_from_unet, conditioning_channels=3, **kwargs)
 
 
+def run_encoder(down_blocks, mid_block, sample: torch.Tensor, emb: torch.Tensor, text_emb: torch.Tensor
+                ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Down blocks then middle block, as diffusers' UNet/ControlNet forward: `(skips incl. the input, output)`."""
+    skips = (sample,)
+    for block in down_blocks:
+        if getattr(block, "has_cross_attention", False):
+            sample, res = block(hidden_states=sample, temb=emb, encoder_hidden_states=text_emb)
+        else:
+            sample, res = block(hidden_states=sample, temb=emb)
+        skips += res
+    if mid_block is not None:
+        if getattr(mid_block, "has_cross_attention", False):
+            sample = mid_block(sample, emb, encoder_hidden_states=text_emb)
+        else:
+            sample = mid_block(sample, emb)
+    return skips, sample
+
+
 def controlnet_residuals(controlnet: ControlNetModel, z_t: torch.Tensor, t: torch.Tensor, text_emb: torch.Tensor,
                          hint_embedding: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
     """ControlNet residuals `(down_residuals, mid_residual)` from a precomputed hint embedding.
@@ -77,19 +95,8 @@ def controlnet_residuals(controlnet: ControlNetModel, z_t: torch.Tensor, t: torc
     emb = controlnet.time_embedding(controlnet.time_proj(timesteps).to(dtype=z_t.dtype))
     # 2. pre-process: the hint enters once, after conv_in
     sample = controlnet.conv_in(z_t) + hint_embedding
-    # 3. down
-    down_samples = (sample,)
-    for block in controlnet.down_blocks:
-        if getattr(block, "has_cross_attention", False):
-            sample, res = block(hidden_states=sample, temb=emb, encoder_hidden_states=text_emb)
-        else:
-            sample, res = block(hidden_states=sample, temb=emb)
-        down_samples += res
-    # 4. mid
-    if getattr(controlnet.mid_block, "has_cross_attention", False):
-        sample = controlnet.mid_block(sample, emb, encoder_hidden_states=text_emb)
-    else:
-        sample = controlnet.mid_block(sample, emb)
+    # 3-4. down blocks, middle block
+    down_samples, sample = run_encoder(controlnet.down_blocks, controlnet.mid_block, sample, emb, text_emb)
     # 5. zero-initialised 1x1 output convs
     down_residuals = [zero_conv(h) for h, zero_conv in zip(down_samples, controlnet.controlnet_down_blocks)]
     mid_residual = controlnet.controlnet_mid_block(sample)

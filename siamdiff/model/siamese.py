@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from siamdiff.model.controlnet import controlnet_residuals
+from siamdiff.model.controlnet import controlnet_residuals, run_encoder
 from siamdiff.train.schedules import augmentation_active, image_weight
 
 LOSS_MODES = ("siamese", "mask-only")
@@ -205,19 +205,7 @@ def unet_encode(unet, z_t: torch.Tensor, t: torch.Tensor, text_emb: torch.Tensor
     if unet.time_embed_act is not None:
         emb = unet.time_embed_act(emb)
     text_emb = unet.process_encoder_hidden_states(encoder_hidden_states=text_emb, added_cond_kwargs=None)
-    sample = unet.conv_in(z_t)
-    skips = (sample,)
-    for block in unet.down_blocks:
-        if getattr(block, "has_cross_attention", False):
-            sample, res = block(hidden_states=sample, temb=emb, encoder_hidden_states=text_emb)
-        else:
-            sample, res = block(hidden_states=sample, temb=emb)
-        skips += res
-    if unet.mid_block is not None:
-        if getattr(unet.mid_block, "has_cross_attention", False):
-            sample = unet.mid_block(sample, emb, encoder_hidden_states=text_emb)
-        else:
-            sample = unet.mid_block(sample, emb)
+    skips, sample = run_encoder(unet.down_blocks, unet.mid_block, unet.conv_in(z_t), emb, text_emb)
     return UNetEncoding(emb, skips, sample, text_emb, upsample_size_needed)
 
 

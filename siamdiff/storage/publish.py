@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from siamdiff.data.manifest import load as load_raw_manifest
 from siamdiff.storage import layout
 from siamdiff.storage.credentials import S3Settings, make_client, resolve, s3_errors
 from siamdiff.utils import SiamdiffError, log
@@ -75,16 +76,6 @@ def _read_split(split_csv: Path) -> dict[str, dict]:
     return {r["id"]: r for r in rows}
 
 
-def _read_raw_manifest(raw_dir: Path) -> dict:
-    path = raw_dir / layout.MANIFEST
-    if not path.exists():
-        raise SiamdiffError(f"{path}: not found; run `dvc repro ingest` (or `dvc pull ingest`) first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SiamdiffError(f"{path}: not valid JSON ({e}); rerun `dvc repro ingest`") from None
-
-
 def _local(raw_dir: Path, rel: str) -> Path:
     layout.safe_key(rel)
     p = (raw_dir / rel).resolve()
@@ -97,8 +88,8 @@ def build_publication(split_csv: str | os.PathLike, raw_dir: str | os.PathLike, 
     """The objects to upload and the bytes of the object-store manifest (deterministic)."""
     split_csv, raw_dir = Path(split_csv), Path(raw_dir)
     splits = _read_split(split_csv)
-    raw = _read_raw_manifest(raw_dir)
-    items = raw.get("items") or []
+    raw = load_raw_manifest(raw_dir)
+    items = raw["items"]
     if not items:
         raise SiamdiffError(f"{raw_dir / layout.MANIFEST}: no items")
     missing = sorted(set(splits) - {it["id"] for it in items})
