@@ -1,4 +1,4 @@
-"""Profiles `demo`, `polyps`, `paper`: one flag switches params.yaml between scales/data.
+"""Profiles `demo`, `polyps`, `paper`, `tiny`: one flag switches params.yaml between scales/data.
 
     python -m siamdiff.profile polyps                 # params.yaml := demo baseline + polyps overrides
     python -m siamdiff.profile demo                   # back to the default

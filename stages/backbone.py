@@ -58,6 +58,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     mode = params.get("mode", "demo")
     if mode not in ("demo", "paper"):
         raise SiamdiffError(f"params.yaml: backbone.mode = {mode!r}; use demo or paper")
+    snr_gamma = _snr_gamma(params.get("snr_gamma"))
     seed = int(params.get("seed", 0))
     seed_everything(seed)
     prompt = str(params.get("prompt", ""))
@@ -110,7 +111,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
         bb.train_backbone(unet, mean, std, cond, uncond, scaling_factor=scaling, steps=steps,
                           batch_size=int(params["batch_size"]), lr=float(params["lr"]),
                           prompt_dropout=float(params.get("prompt_dropout", 0.05)), seed=seed,
-                          on_step=on_step, progress=progress)
+                          snr_gamma=snr_gamma, on_step=on_step, progress=progress)
         scheduler = make_train_scheduler()
         tail = losses[-max(1, steps // 10):]
         metrics.update({"final_loss": round(sum(tail) / len(tail), 5), "steps": steps, "unet_params": n_par})
@@ -140,6 +141,15 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     write_json(metrics_path, metrics)
     log(STAGE, f"wrote {out}, {metrics_path}" + (f", {plot_path}" if n > 0 else "") + f" ({metrics})")
     return metrics
+
+
+def _snr_gamma(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise SiamdiffError(f"params.yaml: backbone.snr_gamma = {value!r}; use a positive number (5 is the "
+                            "Min-SNR paper's) or null for plain MSE")
+    return float(value)
 
 
 def _row(rgb):

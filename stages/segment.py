@@ -2,7 +2,7 @@
 
 A MONAI UNet (`siamdiff.metrics.segmentation`) trained on the real TRAIN split:
 (a) mask adherence: Dice/IoU of its predictions on the protocol-A generated images vs the masks that
-    conditioned them (and, for reference, on the real TEST images);
+    conditioned them (and, for reference, on the real TEST images and against other images' masks: chance);
 (b) downstream: the same network trained on real + synthetic (data/samples/augment: TRAIN masks only) and
     scored on the real TEST split; mDice, mIoU at threshold 0.5, mean over images, next to real-only.
 `equal_steps: true` gives the real+synthetic run the same number of optimiser steps as the real-only run
@@ -36,6 +36,20 @@ def check_params(p: dict) -> dict:
     return out
 
 
+def other_masks(rows: list[dict], masks):
+    """For each generated image, the conditioning mask of the next distinct test mask id (sorted, cyclic)."""
+    import torch
+
+    first = {}
+    for r, m in zip(rows, masks):
+        first.setdefault(r["mask_id"], m)
+    ids = sorted(first)
+    if len(ids) < 2:
+        return masks
+    nxt = {a: first[b] for a, b in zip(ids, ids[1:] + ids[:1])}
+    return torch.stack([nxt[r["mask_id"]] for r in rows])
+
+
 def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     import torch
 
@@ -65,6 +79,9 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     log(STAGE, f"trained on {len(train_rgb)} real images, {steps_real} steps, {time.time() - t:.0f} s")
     thr = p["threshold"]
     adherence = seg.score(real_only, a_rgb, a_mask, thr) if len(a_rows) else None
+    # chance level: the same images scored against another test image's mask (masks are centred by the
+    # preprocess crop, so an image that ignores its mask still overlaps a typical mask)
+    chance = seg.score(real_only, a_rgb, other_masks(a_rows, a_mask), thr) if len(a_rows) else None
     real_test = seg.score(real_only, test_rgb, test_mask, thr)
 
     t = time.time()
@@ -88,6 +105,8 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
             "description": "real-trained UNet on protocol-A generated images vs their conditioning masks",
             "dice": adherence["mdice"] if adherence else None, "iou": adherence["miou"] if adherence else None,
             "n": adherence["n"] if adherence else 0,
+            "chance_dice": chance["mdice"] if chance else None,
+            "chance_description": "the same images vs the mask of the next test image (sorted ids, cyclic)",
             "reference_real_test_dice": real_test["mdice"], "reference_real_test_iou": real_test["miou"],
         },
         "downstream": {

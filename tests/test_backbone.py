@@ -91,3 +91,33 @@ def test_backbone_bad_params(tmp_path):
         run({**DEMO, "cross_attention_dim": 32}, tmp_path, progress=False)
     with pytest.raises(SiamdiffError, match="backbone.mode"):
         run({**DEMO, "mode": "sd"}, tmp_path, progress=False)
+
+
+def test_min_snr_weighting():
+    """snr_gamma weights each sample's MSE by min(SNR_t, gamma) / SNR_t: a huge gamma is plain MSE (same
+    losses, same weights after a step), gamma 1 down-weights every t with SNR_t > 1 (lower loss)."""
+    import torch
+
+    from siamdiff.model.backbone import build_demo_unet, train_backbone
+
+    mean, std = torch.randn(6, 4, 8, 8), torch.full((6, 4, 8, 8), 0.1)
+    cond, uncond = torch.randn(1, 3, 16), torch.zeros(1, 3, 16)
+
+    def train(gamma):
+        unet = build_demo_unet(4, 8, (16, 16), 1, 16, 2, 8, seed=0)
+        losses = []
+        train_backbone(unet, mean, std, cond, uncond, scaling_factor=1.0, steps=2, batch_size=4, lr=1e-3,
+                       snr_gamma=gamma, on_step=lambda s, loss: losses.append(loss), progress=False)
+        return losses, unet.state_dict()
+
+    plain, w_plain = train(None)
+    huge, w_huge = train(1e12)
+    one, _ = train(1.0)
+    assert plain == huge and all(torch.equal(w_plain[k], w_huge[k]) for k in w_plain)
+    assert one[0] < plain[0]
+    from siamdiff.utils import SiamdiffError
+    from stages.backbone import _snr_gamma
+
+    for bad in (0, -1, "5", True):
+        with pytest.raises(SiamdiffError, match="backbone.snr_gamma"):
+            _snr_gamma(bad)

@@ -22,7 +22,7 @@ def params(tmp_path) -> Path:
 
 
 def test_profiles_exist_and_demo_is_params_yaml(params):
-    assert {"demo", "polyps", "paper"} <= set(profile.available(PROFILES))
+    assert {"demo", "polyps", "paper", "tiny"} <= set(profile.available(PROFILES))
     assert profile.drift(params, PROFILES) == [], "update configs/profiles/demo.yaml to params.yaml's values"
     before = params.read_bytes()
     profile.apply("demo", params, PROFILES)
@@ -46,7 +46,7 @@ def test_demo_names_every_key_other_profiles_change():
     def keys(d, pre=""):
         return {f"{pre}{k}" for k, v in d.items()} | {x for k, v in d.items() if isinstance(v, dict)
                                                        for x in keys(v, f"{pre}{k}.")}
-    for name in ("polyps", "paper"):
+    for name in ("polyps", "paper", "tiny"):
         missing = keys(profile.load_profile(name, PROFILES)) - keys(demo)
         assert not missing, f"{name}.yaml changes {missing} which demo.yaml does not restore"
 

@@ -89,6 +89,7 @@ def test_sample_evaluate_segment(root, monkeypatch):
     seg = segment.run({"epochs": 2, "batch_size": 4, "lr": 0.01, "channels": [4, 8], "num_res_units": 0,
                        "seed": 0}, root=root, progress=False)
     assert seg["adherence"]["n"] == 6 and 0 <= seg["adherence"]["dice"] <= 1
+    assert 0 <= seg["adherence"]["chance_dice"] <= 1
     ds = seg["downstream"]
     assert ds["real_plus_synthetic"]["n_synthetic"] == 6 and ds["n_test"] == 3
     assert (root / "models/segmenter/model.safetensors").is_file()
@@ -113,3 +114,15 @@ def test_bad_params(root):
         sample.check_params({"k": 5, "seeds": [0, 1]})
     with pytest.raises(SiamdiffError, match="train_fraction"):
         sample.check_params({"train_fraction": 0})
+
+
+def test_chance_adherence_pairs_each_image_with_another_mask():
+    import torch
+
+    from stages.segment import other_masks
+
+    rows = [{"mask_id": i} for i in ("b", "a", "b", "c")]
+    masks = torch.tensor([2, 1, 2, 3]).view(4, 1, 1)
+    assert other_masks(rows, masks).view(-1).tolist() == [3, 2, 3, 1]   # b->c, a->b, c->a
+    one = [{"mask_id": "a"}] * 2
+    assert torch.equal(other_masks(one, masks[:2]), masks[:2])
