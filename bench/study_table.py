@@ -19,6 +19,7 @@ COLUMNS = [  # (header, metrics file, dotted key)
     ("B KID", "metrics/fidelity.json", "protocol_b.kid"),
     ("LPIPS div", "metrics/fidelity.json", "protocol_a.lpips_diversity"),
     ("adherence Dice", "metrics/segmentation.json", "adherence.dice"),
+    ("chance Dice", "metrics/segmentation.json", "adherence.chance_dice"),
     ("mDice real", "metrics/segmentation.json", "downstream.real_only.mdice"),
     ("mDice real+syn", "metrics/segmentation.json", "downstream.real_plus_synthetic.mdice"),
     ("mIoU real", "metrics/segmentation.json", "downstream.real_only.miou"),
@@ -35,10 +36,11 @@ def _get(d, dotted):
 
 
 def runs(shown: list) -> list[dict]:
-    """Every run (workspace/baseline rows and their experiments) as {name, params, metrics}."""
+    """Every experiment as {name, params, metrics}. Workspace and commit rows are left out: their metrics
+    files may predate their params (a committed profile switch that was never reproduced)."""
     out = []
     for rev in shown:
-        for r in [rev] + [e["revs"][0] for e in rev.get("experiments") or []]:
+        for r in [e["revs"][0] for e in rev.get("experiments") or []]:
             data = r.get("data") or {}
             if not data.get("metrics"):
                 continue
@@ -53,8 +55,8 @@ def table(shown: list) -> str:
         p = r["params"]["train"]
         key = (p["loss"], p.get("lambda_c_warmup", 0))
         values = tuple(_get(r["metrics"].get(f, {}), k) for _, f, k in COLUMNS)
-        if (key, p["seed"]) in seen:  # the workspace row repeats its committed experiment
-            continue
+        if (key, p["seed"]) in seen:
+            raise SystemExit(f"two experiments for arm {key} seed {p['seed']} (one is {r['name']}); remove one")
         seen.add((key, p["seed"]))
         arms[key].append((p["seed"], values))
     lines = ["| arm | seeds | " + " | ".join(h for h, _, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]

@@ -432,6 +432,13 @@ def _(tmp, mp):
     return lambda: run({**BB, "mode": "sd"}, tmp, progress=False), "backbone.mode"
 
 
+@case("backbone: snr_gamma not a positive number")
+def _(tmp, mp):
+    from stages.backbone import run
+    make_prep(tmp, n_train=2, n_val=1, n_test=1, size=16)
+    return lambda: run({**BB, "snr_gamma": 0}, tmp, progress=False), "backbone.snr_gamma"
+
+
 @case("backbone: no autoencoder")
 def _(tmp, mp):
     from stages.backbone import run
