@@ -73,10 +73,9 @@ def test_queue_two_workers_tiny_profile(tmp_path):
         _run([dvc, "queue", "stop", "--kill"], proj, env, check=False)
     assert status.count("Success") == 2 and "Failed" not in status, status
 
-    shown = subprocess.run([str(dvc), "exp", "show", "--json"], cwd=proj, env=env, capture_output=True, text=True,
-                           check=True).stdout
-    shown = json.loads(shown)
-    exps = [e for rev in shown for e in (rev.get("experiments") or []) for e in [e["revs"][0]]]
+    shown = json.loads(subprocess.run([str(dvc), "exp", "show", "--json"], cwd=proj, env=env, capture_output=True,
+                                      text=True, check=True).stdout)
+    exps = [e["revs"][0] for rev in shown for e in rev.get("experiments") or []]
     assert len(exps) == 2, shown
     seeds, trained = set(), set()
     for e in exps:
