@@ -10,8 +10,6 @@ finite numbers, `dvc status` is clean, and the split kept every CVC sequence in 
 """
 import json
 import math
-import os
-import shutil
 import subprocess
 import sys
 from collections import defaultdict
@@ -20,8 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).parent))
+from project_copy import BIN, copy_project, subprocess_env  # noqa: E402
+
 STAGES = ("ingest", "split", "preprocess", "autoencoder", "encode", "backbone", "train", "sample", "evaluate",
           "segment")
 SHARED = "../shared/data/polyps-train/"
@@ -54,18 +53,8 @@ def _finite(x) -> bool:
 
 @pytest.mark.slow
 def test_polyps_profile_end_to_end(tmp_path, polyps_dir):
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("configs", "stages", "siamdiff"):
-        shutil.copytree(ROOT / name, proj / name, ignore=ignore)
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        if (ROOT / name).exists():
-            shutil.copy(ROOT / name, proj / name)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-           "PYTHONDONTWRITEBYTECODE": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # OMP_NUM_THREADS from conftest
-    env.pop("PYTHONPATH", None)
+    proj = copy_project(tmp_path / "proj")
+    env = subprocess_env()
     dvc = BIN / "dvc"
     _run(["git", "init", "-q"], proj, env)
     _run([dvc, "init", "-q"], proj, env)

@@ -6,8 +6,6 @@ its own trained generator and metrics, while the stages upstream of `train` come
 (same output hashes in every experiment's dvc.lock: nothing upstream was retrained).
 """
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).parent))
+from project_copy import BIN, copy_project, subprocess_env  # noqa: E402
+
 UPSTREAM = ("ingest", "split", "preprocess", "autoencoder", "encode", "backbone")
 
 
@@ -34,17 +33,8 @@ def _outs(lock: dict, stage: str) -> list:
 
 @pytest.mark.slow
 def test_queue_two_workers_tiny_profile(tmp_path):
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("configs", "stages", "siamdiff"):
-        shutil.copytree(ROOT / name, proj / name, ignore=ignore)
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, proj / name)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-           "PYTHONDONTWRITEBYTECODE": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # OMP_NUM_THREADS=1 from conftest
-    env.pop("PYTHONPATH", None)
+    proj = copy_project(tmp_path / "proj")
+    env = subprocess_env()
     dvc = BIN / "dvc"
     _run(["git", "init", "-q"], proj, env)
     _run([dvc, "init", "-q"], proj, env)
