@@ -26,8 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from siamdiff.model.controlnet import SiameseControlNet  # noqa: E402
 from siamdiff.model.schedule import make_train_scheduler  # noqa: E402
-from siamdiff.model.siamese import (SiameseBatch, StepConfig, fused_step, freeze_unet_encoder,  # noqa: E402
-                                    naive_step, trainable_parameters)
+from siamdiff.model.siamese import (  # noqa: E402
+    SiameseBatch,
+    StepConfig,
+    freeze_unet_encoder,
+    fused_step,
+    naive_step,
+    trainable_parameters,
+)
 
 
 def build(widths, layers, cross_dim, head_dim, groups, latent, factor, seed=0):
@@ -124,9 +130,9 @@ def bench(name, cfg, repeats):
               f"speed-up {naive / fused:4.2f}x (medians {naive_med / fused_med:4.2f}x)  | fused {flops_fused / 1e9:7.2f} GFLOP "
               f"= {flops_fused / fused / 1e9:6.1f} GFLOP/s, naive {flops_naive / 1e9:7.2f} GFLOP "
               f"= {flops_naive / naive / 1e9:6.1f} GFLOP/s", flush=True)
-    e, l = out["early (s<=S/3)"], out["late (s>S/3)"]
+    e, late = out["early (s<=S/3)"], out["late (s>S/3)"]
     # a run spends 1/3 of its steps early and 2/3 late
-    out["run_average_speedup"] = (e["naive_s"] + 2 * l["naive_s"]) / (e["fused_s"] + 2 * l["fused_s"])
+    out["run_average_speedup"] = (e["naive_s"] + 2 * late["naive_s"]) / (e["fused_s"] + 2 * late["fused_s"])
     print(f"{name:6s} whole run (1/3 early + 2/3 late): speed-up {out['run_average_speedup']:.2f}x", flush=True)
     del unet, controlnet
     return out

@@ -26,7 +26,9 @@ from typing import Any
 
 from siamdiff.utils import SiamdiffError
 
-PROFILES_DIR = Path("configs/profiles")
+PROFILES_DIR = Path("configs/profiles")  # relative to the project root (the CWD of dvc and the CLI)
+if not PROFILES_DIR.is_dir():  # an installed wheel outside the repository: the copy shipped in the package
+    PROFILES_DIR = Path(__file__).resolve().parent / "_profiles"
 BASE = "demo"
 
 

@@ -4,15 +4,14 @@ Printed at the end of `make repro`; reads only what exists (a partial run prints
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from siamdiff.utils import read_metrics
 
 
 def _load(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    """A metrics file with its `.info.json` (descriptions, reasons) merged in; None if missing."""
+    return read_metrics(path)
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -56,7 +55,8 @@ def headline(root: str | Path = ".") -> list[str]:
 def print_summary(root: str | Path = ".") -> None:
     root = Path(root)
     print("siamdiff: results")
-    metrics = sorted((root / "metrics").glob("*.json")) if (root / "metrics").is_dir() else []
+    metrics = sorted(p for p in (root / "metrics").glob("*.json") if not p.name.endswith(".info.json")) \
+        if (root / "metrics").is_dir() else []
     plots = sorted((root / "plots").rglob("*.png")) if (root / "plots").is_dir() else []
     print(f"  metrics:  {', '.join(str(p) for p in metrics) or '(none yet: run `dvc repro`)'}")
     print(f"  plots:    {', '.join(str(p) for p in plots) or '(none yet)'}")

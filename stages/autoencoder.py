@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, seed_everything, \
-    sha256_tree, write_json
+from siamdiff.params_schema import validate_section
+from siamdiff.utils import atomic_path, load_params, log, main_guard, seed_everything, sha256_tree, write_metrics
 
 STAGE = "autoencoder"
 
@@ -25,10 +25,9 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     root = Path(root)
     prep, out = root / "data/prep", root / "models/autoencoder"
     metrics_path, plot_path = root / "metrics/autoencoder.json", root / "plots/autoencoder/reconstructions.png"
-    mode = params.get("mode", "demo")
-    if mode not in ("demo", "paper"):
-        raise SiamdiffError(f"params.yaml: autoencoder.mode = {mode!r}; use demo or paper")
-    seed_everything(int(params.get("seed", 0)))
+    params = validate_section(STAGE, params)
+    mode = params["mode"]
+    seed_everything(params["seed"])
 
     stats = load_stats(prep / "color_stats.json")
     _, rgb_train, _ = load_split(prep, "train", as_numpy=True)
@@ -55,7 +54,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     else:
         vae = ae.build_autoencoder(int(params["downsample_factor"]), int(params["latent_channels"]),
                                    params["widths"], int(params["norm_groups"]),
-                                   int(params.get("layers_per_block", 1)), size=size, seed=int(params.get("seed", 0)))
+                                   params["layers_per_block"], size=size, seed=params["seed"])
         n_par = sum(p.numel() for p in vae.parameters())
         log(STAGE, f"training a {n_par / 1e6:.2f}M-parameter AutoencoderKL for {params['steps']} steps")
         every = max(1, int(params["steps"]) // 100)
@@ -67,8 +66,8 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
 
         ae.train_autoencoder(vae, x_train, steps=int(params["steps"]), batch_size=int(params["batch_size"]),
                              lr=float(params["lr"]), kl_weight=float(params["kl_weight"]),
-                             crop=params.get("crop"), seed=int(params.get("seed", 0)), on_step=on_step, progress=progress)
-        sf = ae.measure_scaling_factor(vae, x_train, seed=int(params.get("seed", 0)))
+                             crop=params["crop"], seed=params["seed"], on_step=on_step, progress=progress)
+        sf = ae.measure_scaling_factor(vae, x_train, seed=params["seed"])
         vae.register_to_config(scaling_factor=sf)
         log(STAGE, f"scaling factor (1 / std of train latents) = {sf:.4f}")
     seconds = time.perf_counter() - t0
@@ -90,7 +89,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     with atomic_path(out) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
         write_record(tmp, params, inputs, kind="autoencoder", metrics=metrics)
-    write_json(metrics_path, metrics)
+    write_metrics(metrics_path, metrics)  # the numbers; `mode` in autoencoder.info.json
     with atomic_path(plot_path) as tmp:
         ae.reconstruction_grid(real, recon).save(tmp, format="PNG")
     log(STAGE, f"wrote {out}, {metrics_path}, {plot_path}")

@@ -12,8 +12,18 @@ import json
 import time
 from pathlib import Path
 
-from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, require, \
-    seed_everything, sha256_file, write_json
+from siamdiff.params_schema import validate_section
+from siamdiff.utils import (
+    SiamdiffError,
+    atomic_path,
+    load_params,
+    log,
+    main_guard,
+    require,
+    seed_everything,
+    sha256_file,
+    write_metrics,
+)
 
 STAGE = "backbone"
 
@@ -48,26 +58,25 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     from siamdiff.data.color import from_working, load_stats
     from siamdiff.model import backbone as bb
     from siamdiff.model.autoencoder import decode, load_autoencoder
-    from siamdiff.model.registry import folder_hash, write_record
+    from siamdiff.model.registry import folder_hash, verify_model, write_record
     from siamdiff.model.schedule import make_train_scheduler
     from siamdiff.model.text import build_demo_text
 
     root = Path(root)
     ae_dir, out = root / "models/autoencoder", root / "models/backbone"
     metrics_path, plot_path = root / "metrics/backbone.json", root / "plots/backbone/samples.png"
-    mode = params.get("mode", "demo")
-    if mode not in ("demo", "paper"):
-        raise SiamdiffError(f"params.yaml: backbone.mode = {mode!r}; use demo or paper")
-    snr_gamma = _snr_gamma(params.get("snr_gamma"))
-    seed = int(params.get("seed", 0))
+    params = validate_section(STAGE, params)
+    mode = params["mode"]
+    snr_gamma = _snr_gamma(params["snr_gamma"])
+    seed = params["seed"]
     seed_everything(seed)
-    prompt = str(params.get("prompt", ""))
+    prompt = params["prompt"]
 
     if not (ae_dir / "config.json").is_file():
         raise SiamdiffError(f"{ae_dir}: no autoencoder here; run `dvc repro autoencoder`")
     ae_config = json.loads((ae_dir / "config.json").read_text())
     latent_channels, scaling = int(ae_config["latent_channels"]), float(ae_config["scaling_factor"])
-    inputs = {"models/autoencoder": folder_hash(ae_dir)}
+    inputs = {"models/autoencoder": verify_model(ae_dir, stage="autoencoder")}  # refuses a damaged one, by file
     live = _live(root / "dvclive" / STAGE)
     t0 = time.perf_counter()
     metrics = {"mode": mode}
@@ -91,7 +100,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
                 f"({params['cross_attention_dim']}) must equal backbone.text_width ({width}): the UNet attends "
                 "to the text encoder's hidden states")
         tokenizer, text_encoder = build_demo_text([prompt], width=width, layers=int(params["text_layers"]),
-                                                  heads=int(params.get("text_heads", 4)), seed=seed)
+                                                  heads=params["text_heads"], seed=seed)
         text_encoder.eval().requires_grad_(False)
         unet = bb.build_demo_unet(latent_channels, latent_hw, params["widths"], int(params["layers_per_block"]),
                                   int(params["cross_attention_dim"]), int(params["attention_head_dim"]),
@@ -110,7 +119,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
 
         bb.train_backbone(unet, mean, std, cond, uncond, scaling_factor=scaling, steps=steps,
                           batch_size=int(params["batch_size"]), lr=float(params["lr"]),
-                          prompt_dropout=float(params.get("prompt_dropout", 0.05)), seed=seed,
+                          prompt_dropout=params["prompt_dropout"], seed=seed,
                           snr_gamma=snr_gamma, on_step=on_step, progress=progress)
         scheduler = make_train_scheduler()
         tail = losses[-max(1, steps // 10):]
@@ -119,17 +128,17 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     unet.eval().requires_grad_(False)
 
     # preview: DDIM samples with classifier-free guidance, decoded by the autoencoder
-    n = int(params.get("preview_samples", 8))
+    n = params["preview_samples"]
     if n > 0:
         stats = load_stats(root / "data/prep/color_stats.json")
         cond, uncond = bb.prompt_embeddings(tokenizer, text_encoder, prompt)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         z = bb.sample_latents(unet.to(device), cond.to(device), uncond.to(device), n=n,
                               shape=(latent_channels, latent_hw, latent_hw),
-                              scheduler_config=scheduler.config, steps=int(params.get("preview_steps", 50)),
-                              guidance=float(params.get("preview_guidance", 3.0)), seed=seed)
+                              scheduler_config=scheduler.config, steps=params["preview_steps"],
+                              guidance=params["preview_guidance"], seed=seed)
         with torch.no_grad():
-            rgb = from_working(decode(load_autoencoder(ae_dir).to(device), z).cpu(), stats)
+            rgb = from_working(decode(load_autoencoder(ae_dir, verify=False).to(device), z).cpu(), stats)
         unet.cpu()
         with atomic_path(plot_path) as tmp:
             _row(rgb).save(tmp, format="PNG")
@@ -138,7 +147,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     with atomic_path(out) as tmp:
         bb.save_backbone(tmp, unet, tokenizer, text_encoder, scheduler)
         write_record(tmp, params, inputs, kind="backbone", metrics=metrics)
-    write_json(metrics_path, metrics)
+    write_metrics(metrics_path, metrics)  # the numbers; `mode` in backbone.info.json
     log(STAGE, f"wrote {out}, {metrics_path}" + (f", {plot_path}" if n > 0 else "") + f" ({metrics})")
     return metrics
 

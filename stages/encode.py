@@ -12,7 +12,9 @@ import hashlib
 import time
 from pathlib import Path
 
+from siamdiff.params_schema import validate_section
 from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, require
+from siamdiff.utils import progress as progress_bar
 
 STAGE = "encode"
 SPLITS = ("train", "val", "test")
@@ -20,18 +22,18 @@ SPLITS = ("train", "val", "test")
 
 def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     import torch
-    from tqdm.auto import tqdm
 
     from siamdiff.data.augment import PairedAugment, spec, view_seed
     from siamdiff.data.color import load_stats, to_working
     from siamdiff.data.latent_cache import LatentCache, latent_key
     from siamdiff.data.prep import load_split
-    from siamdiff.model.registry import folder_hash
+    from siamdiff.model.registry import verify_model
 
     root = Path(root)
     prep, ae_dir = root / "data/prep", root / "models/autoencoder"
     db_path, csv_path = root / "data/latents.lmdb", root / "data/encoded.csv"
-    views, batch_size, seed = int(params["views"]), int(params["batch_size"]), int(params.get("seed", 0))
+    params = validate_section(STAGE, params)
+    views, batch_size, seed = params["views"], params["batch_size"], params["seed"]
     require(views >= 1, "encode.views", f"= {views} must be >= 1 (view 0 is the identity)")
     require(batch_size >= 1, "encode.batch_size", "must be >= 1")
     t0 = time.perf_counter()
@@ -39,9 +41,9 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     stats = load_stats(prep / "color_stats.json")
     if not (ae_dir / "config.json").is_file():
         raise SiamdiffError(f"{ae_dir}: no autoencoder here; run `dvc repro autoencoder`")
-    ae_hash = folder_hash(ae_dir)
-    aug_spec = spec(params.get("augment", {}), seed)
-    augment = PairedAugment(params.get("augment", {}))
+    ae_hash = verify_model(ae_dir, stage="autoencoder")  # refuses a damaged autoencoder, naming the file
+    aug_spec = spec(params["augment"], seed)
+    augment = PairedAugment(params["augment"])
 
     # 1. every (item, view) and its key
     entries, data = [], {}
@@ -76,13 +78,13 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
         from siamdiff.model.autoencoder import encode_stats, load_autoencoder
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        vae = load_autoencoder(ae_dir).to(device)
+        vae = load_autoencoder(ae_dir, verify=False).to(device)  # verified above
         factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        for split, (rgb, _) in data.items():
+        for rgb, _ in data.values():
             if len(rgb) and rgb.shape[1] % factor:
                 raise SiamdiffError(f"{prep}: image size {rgb.shape[1]} is not divisible by the autoencoder's "
                                     f"downsampling factor {factor}; change preprocess.size or the autoencoder")
-        bar = tqdm(range(0, len(todo), batch_size), desc="encode", disable=not progress, mininterval=5)
+        bar = progress_bar(range(0, len(todo), batch_size), desc="encode", disable=not progress, mininterval=5)
         for start in bar:
             batch = todo[start:start + batch_size]
             imgs, masks = [], []

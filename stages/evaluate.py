@@ -7,7 +7,9 @@
   LPIPS between each sample and the real image of its mask (protocol A).
 - CLIP-I and CMMD (protocol A per seed, and B) with `evaluate.clip_model`, else `null` + reason.
 FID/KID: torchmetrics on TF-Inception 2048-d pool features (`siamdiff.metrics`); KID's subset size is capped
-at the set size for small sets (recorded). Weight provenance (files, SHA-256) is recorded.
+at the set size for small sets (recorded). metrics/fidelity.json holds the numbers (null where not computed);
+descriptions, notes, the CLIP status and the weights' provenance (files, SHA-256; no machine paths) go in
+metrics/fidelity.info.json beside it.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import statistics
 import time
 from pathlib import Path
 
-from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, require, write_json
+from siamdiff.params_schema import validate_section
+from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, portable_path, write_metrics
 
 STAGE = "evaluate"
 GRID_MASKS = 8
@@ -81,10 +84,8 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     from siamdiff.metrics.lpips import load_lpips, lpips_distance, lpips_diversity
     from siamdiff.sample.generate import read_pairs
 
-    clip_model = params.get("clip_model")
-    require(clip_model is None or isinstance(clip_model, str), "evaluate.clip_model", "must be a folder path or null")
-    batch = params.get("batch_size", 32)
-    require(isinstance(batch, int) and batch >= 1, "evaluate.batch_size", f"must be an integer >= 1, got {batch!r}")
+    params = validate_section(STAGE, params)
+    clip_model, batch = params["clip_model"], params["batch_size"]
     root = Path(root)
     prep, samples = root / "data/prep", root / "data/samples"
     metrics_path, grid_path = root / "metrics/fidelity.json", root / "plots/evaluate/grid.png"
@@ -163,7 +164,6 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
             "kid_subset_size": b["kid_subset_size"],
             "clip_i": clip_b["clip_i"], "cmmd": clip_b["cmmd"],
         },
-        "clip": {"model": clip_model, "reason": reason},
         "notes": {
             "fid_kid": "torchmetrics FID/KID on TF-Inception pool features (2048-d); KID = unbiased MMD^2, "
                        "cubic polynomial kernel, 100 subsets",
@@ -173,16 +173,18 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
             "lpips": "LPIPS v0.1 AlexNet; diversity = mean pairwise LPIPS between the K samples of a mask",
             "cmmd": "CLIP embeddings L2-normalised, RBF kernel sigma 10, x1000",
         },
-        "assets": assets,
     }
+    info = {"clip": {"model": clip_model, "reason": reason},
+            "assets": {name: {k: portable_path(v, root) if k == "file" else v for k, v in a.items()}
+                       for name, a in assets.items()}}
     picture = grid_picture(test_rows, test_rgb, test_mask, a_rows, a_rgb, k)
     with atomic_path(grid_path) as tmp:
         tmp.write_bytes(encode_png(picture))
-    write_json(metrics_path, result)
+    result = write_metrics(metrics_path, result, info)  # numbers; the rest in fidelity.info.json
     log(STAGE, f"protocol A: FID {fid_a['mean']:.2f} +- {fid_a['std']:.2f}, KID {kid_a['mean']:.4f}; protocol B: "
                f"FID {b['fid']:.2f}, KID {b['kid_mean']:.4f}; LPIPS diversity {diversity:.3f}, to real {to_real:.3f}"
                + ("" if ok else "; CLIP-I/CMMD null (no clip_model)"))
-    log(STAGE, f"wrote {metrics_path} and {grid_path} in {time.time() - t0:.0f} s")
+    log(STAGE, f"wrote {metrics_path} (+ .info.json) and {grid_path} in {time.time() - t0:.0f} s")
     return result
 
 

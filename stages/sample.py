@@ -1,7 +1,8 @@
 """Stage `sample`: models/siamese + data/prep masks -> data/samples/{protocol_a,protocol_b,augment}.
 
-Mask-Diffusion only, DDIM (eta 0), classifier-free guidance with the empty prompt and the same mask
-(`siamdiff.sample.ddim`: hint once per image, both halves in one batch).
+Mask-Diffusion only, DDIM (eta 0), classifier-free guidance with the empty prompt and the same mask: the
+generator is loaded as the diffusers pipeline it is saved as (`siamdiff.sample.pipeline.SiameseDiffusionPipeline`,
+verified file by file) and sampled with its loop (hint once per image, both halves in one batch).
 - protocol_a: K samples per TEST mask, sample j drawn with sampling seed `seeds[j]` (DESIGN.md 4, seed's protocol).
 - protocol_b: one sample per TRAIN mask (seed `seeds[0]`), the authors' protocol.
 - augment: the synthetic set for the segmentation stage, from TRAIN masks only: `augment_k` samples per
@@ -15,31 +16,15 @@ import hashlib
 import time
 from pathlib import Path
 
-from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, require
+from siamdiff.params_schema import validate_section
+from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard
 
 STAGE = "sample"
 
 
 def check_params(p: dict) -> dict:
-    steps, k, seeds = p.get("steps", 50), p.get("k", 5), p.get("seeds", [0, 1, 2, 3, 4])
-    require(isinstance(steps, int) and steps >= 1, "sample.steps", f"must be an integer >= 1, got {steps!r}")
-    require(isinstance(k, int) and k >= 1, "sample.k", f"must be an integer >= 1, got {k!r}")
-    require(isinstance(seeds, list) and all(isinstance(s, int) for s in seeds), "sample.seeds",
-            f"must be a list of integers, got {seeds!r}")
-    require(len(seeds) >= k, "sample.seeds", f"needs at least k = {k} seeds (one per sample), got {len(seeds)}")
-    g = p.get("guidance", 9.0)
-    require(isinstance(g, (int, float)) and g >= 0, "sample.guidance", f"must be a number >= 0, got {g!r}")
-    frac = p.get("train_fraction", 1.0)
-    require(isinstance(frac, (int, float)) and 0 < frac <= 1, "sample.train_fraction", f"must be in (0, 1], got {frac!r}")
-    ak = p.get("augment_k", 1)
-    require(isinstance(ak, int) and 1 <= ak <= len(seeds), "sample.augment_k",
-            f"must be an integer in [1, len(seeds)], got {ak!r}")
-    bs = p.get("batch_size", 16)
-    require(isinstance(bs, int) and bs >= 1, "sample.batch_size", f"must be an integer >= 1, got {bs!r}")
-    prompt = p.get("prompt")
-    require(prompt is None or isinstance(prompt, str), "sample.prompt", "must be a string (or null: the model's)")
-    return dict(steps=steps, k=k, seeds=seeds, guidance=float(g), train_fraction=float(frac), augment_k=ak,
-                batch_size=bs, prompt=prompt)
+    """The `sample` section, validated by the params schema (siamdiff/params_schema.py)."""
+    return validate_section(STAGE, p)
 
 
 def train_subset(rows: list[dict], fraction: float) -> list[int]:
@@ -55,24 +40,25 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     import torch
 
     from siamdiff.data.prep import load_split
-    from siamdiff.model.generator import load_generator
     from siamdiff.model.registry import folder_hash
     from siamdiff.sample.generate import generate_pairs, write_pairs
+    from siamdiff.sample.pipeline import load_pipeline
 
     p = check_params(params)
     root = Path(root)
     model_dir, prep, out = root / "models/siamese", root / "data/prep", root / "data/samples"
-    gen = load_generator(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
-    model_hash = folder_hash(model_dir)
-    prompt = p["prompt"] if p["prompt"] is not None else gen.prompt
+    gen = load_pipeline(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    model_hash = gen.folder_hash or folder_hash(model_dir)  # verified against its record by load_pipeline
+    prompt = p["prompt"] if p["prompt"] is not None else gen.config.default_prompt
+    size = int(gen.config.image_size)
     test_rows, _, test_mask = load_split(prep, "test")
     train_rows, _, train_mask = load_split(prep, "train")
     if not len(test_rows):
         raise SiamdiffError(f"{prep}/test.safetensors: the test split is empty; protocol A needs test masks")
     if not len(train_rows):
         raise SiamdiffError(f"{prep}/train.safetensors: the train split is empty; protocol B needs train masks")
-    if test_mask.shape[-1] != gen.size:
-        raise SiamdiffError(f"{prep}: masks are {test_mask.shape[-1]} px but {model_dir} generates {gen.size} px; "
+    if test_mask.shape[-1] != size:
+        raise SiamdiffError(f"{prep}: masks are {test_mask.shape[-1]} px but {model_dir} generates {size} px; "
                             "rerun `dvc repro` so the model matches preprocess.size")
     sub = train_subset(train_rows, p["train_fraction"])
     log(STAGE, f"read {model_dir} ({model_hash[:12]}), {len(test_rows)} test and {len(train_rows)} train masks "
@@ -90,9 +76,9 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     t0 = time.time()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from siamdiff.utils import progress as progress_bar
 
-        bar = tqdm(total=len(flat), desc="sample", unit="img")
+        bar = progress_bar(total=len(flat), desc="sample", unit="img")
     try:
         rgb = generate_pairs(gen, torch.stack([j[1] for j in flat]), [j[0] for j in flat], [j[2] for j in flat],
                              [j[3] for j in flat], prompt, p["steps"], p["guidance"], p["batch_size"], bar)

@@ -7,33 +7,22 @@ A MONAI UNet (`siamdiff.metrics.segmentation`) trained on the real TRAIN split:
     scored on the real TEST split; mDice, mIoU at threshold 0.5, mean over images, next to real-only.
 `equal_steps: true` gives the real+synthetic run the same number of optimiser steps as the real-only run
 (equal compute); false gives it the same number of epochs over its larger set.
+metrics/segmentation.json holds the numbers; descriptions and flags go in metrics/segmentation.info.json.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, require, write_json
+from siamdiff.params_schema import validate_section
+from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, write_metrics
 
 STAGE = "segment"
 
 
 def check_params(p: dict) -> dict:
-    out = dict(epochs=p.get("epochs", 30), batch_size=p.get("batch_size", 16), lr=p.get("lr", 1e-3),
-               channels=p.get("channels", [16, 32, 64, 128]), num_res_units=p.get("num_res_units", 1),
-               seed=p.get("seed", 0), threshold=p.get("threshold", 0.5), equal_steps=p.get("equal_steps", True))
-    for k in ("epochs", "batch_size"):
-        require(isinstance(out[k], int) and out[k] >= 1, f"segment.{k}", f"must be an integer >= 1, got {out[k]!r}")
-    require(isinstance(out["lr"], (int, float)) and out["lr"] > 0, "segment.lr", f"must be > 0, got {out['lr']!r}")
-    require(isinstance(out["channels"], list) and len(out["channels"]) >= 2
-            and all(isinstance(c, int) and c > 0 for c in out["channels"]), "segment.channels",
-            f"must be a list of >= 2 positive integers, got {out['channels']!r}")
-    require(isinstance(out["num_res_units"], int) and out["num_res_units"] >= 0, "segment.num_res_units",
-            f"must be an integer >= 0, got {out['num_res_units']!r}")
-    require(isinstance(out["threshold"], (int, float)) and 0 < out["threshold"] < 1, "segment.threshold",
-            f"must be in (0, 1), got {out['threshold']!r}")
-    require(isinstance(out["equal_steps"], bool), "segment.equal_steps", "must be true or false")
-    return out
+    """The `segment` section, validated by the params schema (siamdiff/params_schema.py)."""
+    return validate_section(STAGE, p)
 
 
 def other_masks(rows: list[dict], masks):
@@ -121,10 +110,10 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
         },
         "network": "MONAI UNet " + str(p["channels"]) + f", num_res_units {p['num_res_units']}, Dice+BCE, Adam",
     }
-    write_json(metrics_path, result)
+    result = write_metrics(metrics_path, result)  # numbers; descriptions, flags in segmentation.info.json
     log(STAGE, f"adherence Dice {result['adherence']['dice']}, IoU {result['adherence']['iou']}; test mDice "
                f"real {real_test['mdice']:.3f} vs real+syn {mixed_test['mdice']:.3f}")
-    log(STAGE, f"wrote {model_dir}/ and {metrics_path} in {time.time() - t0:.0f} s")
+    log(STAGE, f"wrote {model_dir}/ and {metrics_path} (+ .info.json) in {time.time() - t0:.0f} s")
     return result
 
 

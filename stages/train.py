@@ -3,9 +3,11 @@
 Reads  data/encoded.csv + data/latents.lmdb (train rows, every view), data/prep/color_stats.json,
        models/autoencoder (scaling factor, downsampling factor; copied into the generator),
        models/backbone (UNet U, CLIP tokenizer/text encoder).
-Writes models/siamese (save_generator: controlnet/ unet/ scheduler/ vae/ text_encoder/ tokenizer/
-       color_stats.json siamdiff.json), models/checkpoints/step-XXXXXX (persisted; an interrupted run resumes),
-       metrics/train.json, plots/train/preview.png (mask | sample | real), plots/train/live (dvclive curves).
+Writes models/siamese (save_generator: a diffusers SiameseDiffusionPipeline, model_index.json controlnet/ unet/
+       scheduler/ vae/ text_encoder/ tokenizer/, + color_stats.json README.md (model card) siamdiff.json),
+       models/checkpoints/step-XXXXXX (persisted; an interrupted run resumes),
+       metrics/train.json (numbers; device, step and loss mode in train.info.json), plots/train/preview.png
+       (mask | sample | real), plots/train/live (dvclive curves).
 """
 from __future__ import annotations
 
@@ -17,14 +19,23 @@ import sys
 import time
 from pathlib import Path
 
-from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, seed_everything, sha256_file, \
-    write_json
+from siamdiff.utils import (
+    SiamdiffError,
+    atomic_path,
+    load_params,
+    log,
+    main_guard,
+    seed_everything,
+    sha256_file,
+    write_metrics,
+)
 
 STAGE = "train"
 
 
 def _log(msg: str) -> None:
-    log(STAGE, msg)
+    if int(os.environ.get("RANK", "0") or 0) == 0:  # under a launcher, one log: the main process's
+        log(STAGE, msg)
 
 
 def load_train_data(root: Path, stats: dict):
@@ -75,7 +86,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
     from siamdiff.model.backbone import load_backbone
     from siamdiff.model.controlnet import SiameseControlNet
     from siamdiff.model.generator import Generator, save_generator
-    from siamdiff.model.registry import folder_hash
+    from siamdiff.model.registry import verify_model
     from siamdiff.model.schedule import make_train_scheduler
     from siamdiff.model.text import encode_prompts
     from siamdiff.train.loop import TrainConfig, train
@@ -93,14 +104,20 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
         raise SiamdiffError(f"{ae_dir}: no autoencoder here; run `dvc repro autoencoder`")
 
     data = load_train_data(root, stats)
-    vae = AutoencoderKL.from_pretrained(ae_dir, local_files_only=True).eval().requires_grad_(False)
+    ae_hash = verify_model(ae_dir, stage="autoencoder")  # a damaged model is refused by file, before loading
+    try:
+        vae = AutoencoderKL.from_pretrained(ae_dir, local_files_only=True).eval().requires_grad_(False)
+    except (OSError, ValueError) as e:
+        raise SiamdiffError(f"{ae_dir}: cannot load the autoencoder ({e}); rerun `dvc repro -f -s autoencoder` "
+                            f"or restore it with `dvc checkout {ae_dir}`") from e
     factor = factor_of(vae)
     data.scaling_factor = float(vae.config.scaling_factor)
     size, latent = int(data.image.shape[-1]), int(data.latent_mean.shape[-1])
     if size != latent * factor:
         raise SiamdiffError(f"{root / 'data/latents.lmdb'}: {size} px images with {latent}x{latent} latents do not "
                             f"match the autoencoder's {factor}x downsampling; rerun `dvc repro encode`")
-    unet, tokenizer, text_encoder, _ = load_backbone(bb_dir)
+    bb_hash = verify_model(bb_dir, stage="backbone") if bb_dir.is_dir() else None
+    unet, tokenizer, text_encoder, _ = load_backbone(bb_dir, verify=False)  # verified just above
     text_encoder.eval().requires_grad_(False)
     scheduler = make_train_scheduler()
     seed_everything(int(cfg.seed))
@@ -112,7 +129,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
          f"{bb_dir} (UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M), {ae_dir} ({factor}x, "
          f"scaling {data.scaling_factor:.4f}); ControlNet {sum(p.numel() for p in controlnet.parameters()) / 1e6:.2f} M "
          f"(DHI {sum(p.numel() for p in controlnet.controlnet_cond_embedding.parameters()) / 1e6:.3f} M)")
-    inputs = {"backbone": folder_hash(bb_dir), "autoencoder": folder_hash(ae_dir),
+    inputs = {"backbone": bb_hash, "autoencoder": ae_hash,
               "encoded_csv": sha256_file(root / "data/encoded.csv"), "color_stats": sha256_file(stats_path)}
 
     # preview: fixed masks (view 0 rows, a spread of coverage), fixed seeds
@@ -155,17 +172,36 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
         return summary
 
     out_dir = root / "models/siamese"
+    from siamdiff.model.card import dataset_of
+
+    datasets: dict[str, int] = {}
+    for row_id, _ in data.ids:  # training rows (every view) per source dataset, for the model card
+        datasets[dataset_of(row_id)] = datasets.get(dataset_of(row_id), 0) + 1
     record = {"params": params, "inputs": inputs, "prompt": prompt, "size": size,
-              "color_space": stats.get("space"), "downsample_factor": factor, "stage": STAGE}
+              "color_space": stats.get("space"), "downsample_factor": factor, "stage": STAGE,
+              "data": {"datasets": datasets}}
+    created = _weights_created(root / "models/checkpoints", int(cfg.steps))
+    if created:  # the final checkpoint's time: rewriting the same weights (a rerun) gives the same folder
+        record["created"] = created
     with atomic_path(out_dir) as tmp:
         save_generator(tmp, controlnet.cpu(), unet.cpu(), vae, tokenizer, text_encoder, stats, record,
-                       scheduler=scheduler)
+                       scheduler=scheduler, metrics=summary.get("final"))
     summary["seconds_total"] = time.perf_counter() - t0
-    write_json(root / "metrics/train.json", summary)
-    _log(f"wrote {out_dir}, {root / 'metrics/train.json'}, {preview_path} "
+    summary = write_metrics(root / "metrics/train.json", summary)  # numbers; the rest in train.info.json
+    _log(f"wrote {out_dir}, {root / 'metrics/train.json'} (+ .info.json), {preview_path} "
          f"({summary['completed_steps']} steps, {summary['seconds_per_step']:.2f} s/step, "
          f"final loss {summary['final'].get('loss', float('nan')):.4f})")
     return summary
+
+
+def _weights_created(checkpoint_dir: Path, steps: int) -> str | None:
+    """When the final weights were made (the final checkpoint's `created`), None if unknown."""
+    from siamdiff.train.checkpoints import checkpoint_name, read_state
+
+    try:
+        return read_state(checkpoint_dir / checkpoint_name(steps)).get("created")
+    except SiamdiffError:
+        return None
 
 
 def launch(processes: int) -> int:

@@ -13,7 +13,7 @@ from tiny_sd import make_prep  # noqa: E402
 
 DEMO = {"mode": "demo", "pretrained": None, "prompt": "an endoscopic image of a colon polyp", "widths": [16, 32],
         "layers_per_block": 1, "cross_attention_dim": 16, "attention_head_dim": 2, "norm_groups": 4,
-        "text_width": 16, "text_layers": 1, "steps": 3, "batch_size": 4, "lr": 1e-3, "prompt_dropout": 0.05,
+        "text_width": 16, "text_layers": 1, "text_heads": 4, "steps": 3, "batch_size": 4, "lr": 1e-3, "prompt_dropout": 0.05, "snr_gamma": None,
         "preview_samples": 2, "preview_steps": 2, "preview_guidance": 3.0, "seed": 0}
 
 
@@ -67,7 +67,9 @@ def test_demo_backbone_stage(tmp_path):
     assert unet.config.in_channels == 4 and unet.config.sample_size == 8 and unet.config.cross_attention_dim == 16
     assert sched.config.beta_schedule == "scaled_linear" and sched.config.num_train_timesteps == 1000
     assert metrics["steps"] == 3 and metrics["final_loss"] > 0
-    assert json.loads((tmp_path / "metrics" / "backbone.json").read_text()) == metrics
+    assert json.loads((tmp_path / "metrics" / "backbone.json").read_text()) == \
+        {k: v for k, v in metrics.items() if k != "mode"}
+    assert json.loads((tmp_path / "metrics" / "backbone.info.json").read_text()) == {"mode": "demo"}
     assert Image.open(tmp_path / "plots" / "backbone" / "samples.png").size == (2 * 16, 16)
     record = read_record(out)
     assert record["params"] == DEMO and set(record["inputs"]) == {"models/autoencoder", "data/encoded.csv"}

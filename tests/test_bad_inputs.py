@@ -6,7 +6,6 @@ offending file or parameter. Everything runs in-process (no models are trained).
 """
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -16,23 +15,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bad_input_registry import CASES, case, load_case_modules  # noqa: E402
+from project_params import section  # noqa: E402
+from siamdiff.utils import SiamdiffError  # noqa: E402
 from test_data_ingest import make_folder  # noqa: E402
 from test_latent_cache import ENCODE, make_autoencoder  # noqa: E402
 from tiny_sd import make_prep, make_tiny_sd  # noqa: E402
-
-from siamdiff.utils import SiamdiffError  # noqa: E402
-
-CASES: dict[str, object] = {}
-
-
-def case(name: str):
-    """Register `fn(tmp) -> (call, named)`: `call()` must raise one SiamdiffError whose message contains
-    `named` (the file or parameter at fault)."""
-    def deco(fn):
-        assert name not in CASES, name
-        CASES[name] = fn
-        return fn
-    return deco
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -328,7 +316,7 @@ def _(tmp, mp):
 
 # --------------------------------------------------------------------------------------- autoencoder
 AE = {"mode": "demo", "pretrained": None, "downsample_factor": 2, "latent_channels": 4, "widths": [8, 16],
-      "norm_groups": 2, "steps": 1, "batch_size": 2, "crop": None, "lr": 1e-3, "kl_weight": 1e-6, "seed": 0}
+      "layers_per_block": 1, "norm_groups": 2, "steps": 1, "batch_size": 2, "crop": None, "lr": 1e-3, "kl_weight": 1e-6, "seed": 0}
 
 
 def _ae(tmp, size=16, **params):
@@ -422,7 +410,8 @@ def _(tmp, mp):
 # ------------------------------------------------------------------------------------------ backbone
 BB = {"mode": "demo", "prompt": "p", "widths": [16, 32], "layers_per_block": 1, "cross_attention_dim": 16,
       "attention_head_dim": 4, "norm_groups": 8, "text_width": 16, "text_layers": 1, "text_heads": 2, "steps": 1,
-      "batch_size": 2, "lr": 1e-3, "prompt_dropout": 0.0, "preview_samples": 0, "seed": 0}
+      "batch_size": 2, "lr": 1e-3, "prompt_dropout": 0.0, "preview_samples": 0, "seed": 0,
+      "pretrained": None, "snr_gamma": None, "preview_steps": 2, "preview_guidance": 3.0}
 
 
 @case("backbone: unknown mode")
@@ -459,14 +448,14 @@ def _(tmp, mp):
     from stages.backbone import run
     make_prep(tmp, n_train=2, n_val=1, n_test=1, size=16)
     make_autoencoder(tmp)
-    return lambda: run({"mode": "paper", "pretrained": str(tmp / "nowhere"), "prompt": "", "preview_samples": 0},
+    return lambda: run(section("backbone", mode="paper", pretrained=str(tmp / "nowhere"), prompt="", preview_samples=0),
                        tmp, progress=False), str(tmp / "nowhere")
 
 
 # --------------------------------------------------------------------------------------------- train
 def _train_cfg(**params):
     from siamdiff.train.loop import TrainConfig
-    return lambda: TrainConfig.from_params({"steps": 2, "batch_size": 2, **params})
+    return lambda: TrainConfig.from_params(section("train", **{"steps": 2, "batch_size": 2, **params}))
 
 
 @case("train: unknown loss")
@@ -524,14 +513,15 @@ def _(tmp, mp):
     from stages import train
     mp.setenv("SIAMDIFF_PROCESSES", "2")
     mp.delenv("WORLD_SIZE", raising=False)
-    return _stage_main(tmp, mp, train, "train:\n  steps: 2\n  batch_size: 3\n"), "train.batch_size"
+    return _stage_main(tmp, mp, train, json.dumps({"train": section("train", steps=2, batch_size=3)})), \
+        "train.batch_size"
 
 
 @case("train: batch not divisible by WORLD_SIZE (under a launcher)")
 def _(tmp, mp):
     from stages import train
     mp.setenv("WORLD_SIZE", "2")
-    return lambda: train.run({"steps": 2, "batch_size": 3}, root=tmp, progress=False), "train.batch_size"
+    return lambda: train.run(section("train", steps=2, batch_size=3), root=tmp, progress=False), "train.batch_size"
 
 
 @case("train: SIAMDIFF_PROCESSES not a number")
@@ -546,7 +536,7 @@ def _(tmp, mp):
     from stages import train
     make_prep(tmp, n_train=2, n_val=1, n_test=1, size=16)
     make_autoencoder(tmp)
-    return lambda: train.run({"steps": 2, "batch_size": 2}, root=tmp, progress=False), "encoded.csv"
+    return lambda: train.run(section("train", steps=2, batch_size=2), root=tmp, progress=False), "encoded.csv"
 
 
 @case("train: latent cache missing")
@@ -559,9 +549,10 @@ def _(tmp, mp):
 
 @case("train: a latent missing from the cache")
 def _(tmp, mp):
+    import torch
+
     from siamdiff.data.latent_cache import LatentCache
     from stages.train import load_train_data
-    import torch
     with LatentCache(tmp / "data/latents.lmdb") as c:
         c.put("present", {"latent_mean": torch.zeros(1)})
     (tmp / "data/encoded.csv").write_text("id,split,view,key,coverage\nd-p-0,train,0,absent,0.1\n")
@@ -571,7 +562,7 @@ def _(tmp, mp):
 # -------------------------------------------------------------------------------------------- sample
 def _sample(**params):
     from stages.sample import check_params
-    return lambda: check_params(params)
+    return lambda: check_params(section("sample", **params))
 
 
 @case("sample: guidance negative")
@@ -617,7 +608,7 @@ def _(tmp, mp):
 @case("sample: no trained generator")
 def _(tmp, mp):
     from stages.sample import run
-    return lambda: run({}, tmp, progress=False), "models/siamese"
+    return lambda: run(section("sample"), tmp, progress=False), "models/siamese"
 
 
 # ---------------------------------------------------------------------------------- siamdiff generate
@@ -718,7 +709,7 @@ def _(tmp, mp):
 
 def _segment(**params):
     from stages.segment import check_params
-    return lambda: check_params(params)
+    return lambda: check_params(section("segment", **params))
 
 
 @case("segment: epochs 0")
@@ -753,6 +744,9 @@ def _(tmp, mp):
 
 
 # ------------------------------------------------------------------------------------------- the test
+load_case_modules()  # tests/bad_inputs_*.py: further cases, one file per area
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, tmp_path, monkeypatch):
     call, named = CASES[name](tmp_path, monkeypatch)

@@ -75,3 +75,49 @@ def test_dvc_reruns_only_what_changed(tmp_path):
     assert _ran(out) == set(), out
     status = _run([dvc, "status", "ingest", "split", "preprocess"], proj, env)
     assert "up to date" in status.lower() or not status.strip(), status
+
+
+@pytest.mark.slow
+def test_source_folder_outside_the_repo_is_an_ingest_dependency(tmp_path):
+    """Editing, adding or removing a pair in a folder source (outside the project) makes `dvc status` report
+    ingest changed; a source outside `ingest.input_path` is refused before anything is read."""
+    import cv2
+    import numpy as np
+
+    from project_copy import copy_project, subprocess_env
+    from test_data_ingest import make_folder
+
+    proj = copy_project(tmp_path / "proj")
+    source = tmp_path / "shared" / "my-polyps"
+    make_folder(source, n=3)
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["ingest"]["input_path"] = "../shared"
+    params["ingest"]["sources"] = [{"type": "folder", "path": "../shared/my-polyps", "dataset": "mine"}]
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env, dvc = subprocess_env(), str(BIN / "dvc")
+    _run(["git", "init", "-q"], proj, env)
+    _run([dvc, "init", "-q"], proj, env)
+    assert _ran(_run([dvc, "repro", "ingest"], proj, env)) == {"ingest"}
+    assert "up to date" in _run([dvc, "status", "ingest"], proj, env).lower()
+
+    def status():
+        return _run([dvc, "status", "ingest"], proj, env)
+
+    mask = cv2.imread(str(source / "mask" / "case1.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(source / "mask" / "case1.png"), np.flipud(mask).copy())     # a fixed mask
+    assert "ingest" in status() and "modified" in status()
+    assert _ran(_run([dvc, "repro", "ingest"], proj, env)) == {"ingest"}
+    make_folder(tmp_path / "more", n=4, seed=3)                                   # a pair added
+    for sub in ("img", "mask"):
+        shutil.copy(tmp_path / "more" / sub / "case3.png", source / sub / "case3.png")
+    assert "ingest" in status()
+    _run([dvc, "repro", "ingest"], proj, env)
+    (source / "img" / "case0.png").unlink()                                       # a pair removed
+    (source / "mask" / "case0.png").unlink()
+    assert "ingest" in status()
+
+    params["ingest"]["input_path"] = "../shared/elsewhere"
+    (tmp_path / "shared" / "elsewhere").mkdir()
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.run([dvc, "repro", "ingest"], cwd=proj, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "is not inside ingest.input_path" in proc.stderr + proc.stdout

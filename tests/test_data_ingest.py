@@ -8,8 +8,7 @@ import pytest
 
 from siamdiff.data import images as im
 from siamdiff.data import manifest as mf
-from siamdiff.data.sources import (CVC_SEQUENCES, cvc_items, ingest, iter_source, kvasir_items,
-                                   parse_cvc_readme)
+from siamdiff.data.sources import CVC_SEQUENCES, cvc_items, ingest, iter_source, kvasir_items, parse_cvc_readme
 from siamdiff.utils import SiamdiffError
 
 

@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from siamdiff.data import manifest as mf

@@ -53,6 +53,42 @@ def test_preprocess_pair_resizes_and_rebinarises():
     assert np.abs(img[msk > 0].astype(int).mean(0) - (220, 40, 40)).max() < 25  # aligned image and mask
 
 
+def test_fit_resize_is_the_released_geometry():
+    """`fit: resize` (the released code): the whole frame stretched anisotropically to size x size with
+    bilinear interpolation (cv2.resize's default), the mask through the same mapping, re-binarised."""
+    from siamdiff.data.preprocess import FITS
+
+    assert FITS == ("crop", "pad", "resize") and check_params({"size": 64, "fit": "resize"})[2] == "resize"
+    h, w, size = 288, 384, 64
+    mask = np.zeros((h, w), np.uint8)
+    cv2.circle(mask, (372, 140), 40, 1, -1)          # at the right edge: a lesion-centred crop would move it
+    cv2.rectangle(mask, (0, 0), (47, 35), 1, -1)     # top-left corner block: 48 x 36 px -> 8 x 8 px exactly
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img, msk = preprocess_pair(image, mask, size, "resize")
+    assert img.shape == (size, size, 3) and img.dtype == np.uint8 and msk.shape == (size, size)
+    assert set(np.unique(msk)) == {0, 1} and msk.dtype == np.uint8
+    assert np.array_equal(img, cv2.resize(image, (size, size)))                       # bilinear, whole frame
+    assert np.array_equal(img, cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR))
+    assert not np.array_equal(img, cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))
+    # the whole frame is kept: the corner block maps to the corner (anisotropic: 48/6 x 36/4.5 = 8 x 8)
+    assert msk[:7, :7].all() and not msk[:7, 9:20].any() and not msk[9:20, :7].any()
+    # the mask went through the same (bilinear) mapping, thresholded at half its range
+    soft = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(msk, (soft >= 0.5).astype(np.uint8))
+    assert abs(msk.mean() - mask.mean()) < 0.01                                       # coverage kept (no crop)
+    # a crop would have cut the frame; resize differs from both square fits
+    for other in ("crop", "pad"):
+        assert not np.array_equal(preprocess_pair(image, mask, size, other)[1], msk)
+    # image and mask stay aligned: a flat-coloured lesion keeps its colour under the resized mask
+    flat = np.full((h, w, 3), 90, np.uint8)
+    flat[mask > 0] = (220, 40, 40)
+    img2, msk2 = preprocess_pair(flat, mask, size, "resize")
+    assert np.abs(img2[msk2 > 0].astype(int).mean(0) - (220, 40, 40)).max() < 25
+    with pytest.raises(ValueError):
+        to_square(image, mask, "resize")
+
+
 @pytest.mark.parametrize("bad", [{"size": -3}, {"size": 0}, {"size": "64"}, {"size": 64, "color_space": "hsv"},
                                  {"size": 64, "fit": "stretch"}])
 def test_bad_params(bad):

@@ -5,8 +5,7 @@ from collections import defaultdict
 import pytest
 
 from siamdiff.data.sources import cvc_items, kvasir_items
-from siamdiff.data.split import (HASH_COLUMNS, SPLIT_COLUMNS, assign, check, check_fractions, patient_u, split_of,
-                                 to_csv)
+from siamdiff.data.split import HASH_COLUMNS, SPLIT_COLUMNS, assign, check, check_fractions, patient_u, split_of, to_csv
 from siamdiff.utils import SiamdiffError
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from siamdiff.data import synthetic
-from siamdiff.data.sources import iter_source
 from siamdiff.data.preprocess import preprocess_pair
+from siamdiff.data.sources import iter_source
 from siamdiff.utils import SiamdiffError
 
 

@@ -21,17 +21,17 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from project_params import section  # noqa: E402
+from siamdiff.utils import SiamdiffError, sha256_tree  # noqa: E402
 from test_latent_cache import ENCODE, make_autoencoder  # noqa: E402
 from test_train_stage import make_project  # noqa: E402
 from tiny_sd import make_prep  # noqa: E402
 
-from siamdiff.utils import SiamdiffError, sha256_tree  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 # checkpoint_every / preview_every / keep_checkpoints do not change the numbers (not in the fingerprint)
 # (the final preview is always drawn: keep it to one image, one DDIM step)
-TRAIN = dict(steps=6, batch_size=3, lr=1e-3, lr_from_scratch=3e-3, checkpoint_every=1, keep_checkpoints=2,
-             preview_every=0, preview_images=1, preview_steps=1, prompt="a polyp", seed=0)
+TRAIN = section("train", steps=6, batch_size=3, lr=1e-3, lr_from_scratch=3e-3, checkpoint_every=1, keep_checkpoints=2,
+                preview_every=0, preview_images=1, preview_steps=1, prompt="a polyp", seed=0)
 
 
 def _yaml(section: str, params: dict) -> str:

@@ -6,11 +6,8 @@ import csv
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from test_sample_ddim import tiny_parts
-
-
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +121,40 @@ def test_out_not_empty_and_failure_leaves_nothing(model_dir, masks_dir, tmp_path
         generate_from_folder(model_dir, masks_dir, tmp_path / "out", k=2, steps=1, batch_size=1, progress=False)
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_steps_and_guidance_default_to_the_models_record(masks_dir, tmp_path, capsys):
+    """No --steps/--guidance: what the model's training previews used (its record), not a fixed 50."""
+    from siamdiff.data.images import read_rgb_png
+    from siamdiff.model.generator import save_generator
+    from siamdiff.sample.generate import generate_from_folder
+
+    folder = tmp_path / "model"
+    p = tiny_parts()
+    save_generator(folder, p["controlnet"], p["unet"], p["vae"], p["tokenizer"], p["text_encoder"],
+                   p["color_stats"], {"params": {"preview_steps": 2, "preview_guidance": 3.0}, "inputs": {},
+                                      "prompt": p["prompt"], "size": p["size"]}, scheduler=p["scheduler"])
+    generate_from_folder(folder, masks_dir, tmp_path / "default", progress=False)
+    err = capsys.readouterr().err
+    assert "steps and guidance from the model's train.preview_steps/preview_guidance" in err
+    assert "2 DDIM steps, guidance 3.0, 16x16 px (crop)" in err
+    generate_from_folder(folder, masks_dir, tmp_path / "explicit", steps=2, guidance=3.0, progress=False)
+    generate_from_folder(folder, masks_dir, tmp_path / "other", steps=2, guidance=9.0, progress=False)
+    same = read_rgb_png(tmp_path / "default/img/a_s0.png")
+    assert (same == read_rgb_png(tmp_path / "explicit/img/a_s0.png")).all()
+    assert (same != read_rgb_png(tmp_path / "other/img/a_s0.png")).any()  # the guidance default did matter
+
+
+def test_help_describes_each_command(capsys):
+    from siamdiff.cli import main
+
+    for command, words in (("assets", "SHA-256"), ("summary", "headline"), ("doctor", "Exit 1"),
+                           ("generate", "preview_steps")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert words in out, (command, out)
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "model's own size" in out and "lesion centre" in out and "preview_guidance" in out

@@ -6,8 +6,6 @@ import pytest
 import torch
 
 
-
-
 def make_tiny_clip(folder):
     """A tiny random transformers CLIPModel + image processor saved with save_pretrained."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel

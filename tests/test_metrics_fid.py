@@ -7,8 +7,6 @@ import scipy.linalg
 import torch
 
 
-
-
 def fid_numpy(x: np.ndarray, y: np.ndarray) -> float:
     """The classic formula with scipy's matrix square root (pytorch-fid / TTUR)."""
     mu1, mu2 = x.mean(0), y.mean(0)

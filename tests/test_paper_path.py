@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from project_params import section  # noqa: E402
 from test_latent_cache import ENCODE  # noqa: E402
 from tiny_sd import make_prep, make_tiny_sd  # noqa: E402
 
@@ -24,12 +25,12 @@ def test_paper_profile_through_the_stages(tmp_path):
 
     sd = make_tiny_sd(tmp_path / "sd")
     make_prep(tmp_path, n_train=4, n_val=2, n_test=2, size=16)
-    run_autoencoder({"mode": "paper", "pretrained": str(sd), "downsample_factor": 8, "latent_channels": 4,
-                     "seed": 0}, tmp_path, progress=False)
+    run_autoencoder(section("autoencoder", mode="paper", pretrained=str(sd), downsample_factor=8, latent_channels=4,
+                            seed=0), tmp_path, progress=False)
     enc = run_encode(ENCODE, tmp_path, progress=False)
     assert enc["encoded"] == 4 * 3 + 2 + 2
-    params = {"mode": "paper", "pretrained": str(sd), "prompt": "an image of a polyp", "preview_samples": 2,
-              "preview_steps": 2, "seed": 0}
+    params = section("backbone", mode="paper", pretrained=str(sd), prompt="an image of a polyp", preview_samples=2,
+                     preview_steps=2, seed=0)
     run_backbone(params, tmp_path, progress=False)
 
     out = tmp_path / "models" / "backbone"
@@ -73,5 +74,5 @@ def test_paper_backbone_bad_inputs(tmp_path, case, match):
     if case == "not_diffusers":
         (pretrained / "unet").mkdir(parents=True)
     with pytest.raises(SiamdiffError, match=match):
-        run({"mode": "paper", "pretrained": str(pretrained), "prompt": "", "preview_samples": 0}, tmp_path,
+        run(section("backbone", mode="paper", pretrained=str(pretrained), prompt="", preview_samples=0), tmp_path,
             progress=False)

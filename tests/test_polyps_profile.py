@@ -73,6 +73,8 @@ def test_polyps_profile_end_to_end(tmp_path, polyps_dir):
         s["path"] = str(Path(polyps_dir) / str(s["path"])[len(SHARED):])
         assert Path(s["path"]).is_dir(), s
         s["limit"] = LIMITS[s["type"]]
+    assert params["ingest"]["input_path"] == SHARED.rstrip("/")
+    params["ingest"]["input_path"] = str(polyps_dir)  # what DVC tracks: the real data, read in place
 
     # 3. tiny: params edits only
     for section, over in TINY.items():

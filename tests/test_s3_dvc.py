@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import chdir
 import os
 import secrets
 import shutil
@@ -17,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import chdir
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from siamdiff.storage import layout
 from siamdiff.storage.credentials import make_client
 from siamdiff.storage.publish import publish
 from siamdiff.storage.server import free_port, start_server
+
 try:  # tests/ as a package (python -m pytest from the root) or as a plain folder (pytest)
     from tests.s3_fixture import make_raw, s3_server  # noqa: F401  (fixtures)
 except ImportError:
@@ -45,7 +46,7 @@ main_guard("ingest", lambda: ingest(load_params("ingest"), raw_dir="data/raw", p
 TRAIN_PY = """\
 import hashlib, json, pathlib
 from siamdiff.utils import load_params
-p = load_params("train")
+p = load_params(None)["train"]  # a toy section, not the project's train schema
 m = json.loads(pathlib.Path("data/raw/manifest-v1.json").read_text())
 h = hashlib.sha256(json.dumps([m["items"], p], sort_keys=True).encode()).digest()
 out = pathlib.Path("models/siamese"); (out / "controlnet").mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,7 @@ def project(s3_server, tmp_path_factory):
     (proj / "train.py").write_text(TRAIN_PY)
     (proj / "dvc.yaml").write_text(DVC_YAML.format(prefix=prefix))
     (proj / "params.yaml").write_text(
-        f"ingest:\n  sources:\n    - type: s3\n      url: s3://siamdiff/{prefix}\n      remote: s3data\n"
+        f"ingest:\n  input_path: remote://s3data/{prefix}\n  sources:\n    - type: s3\n      url: s3://siamdiff/{prefix}\n      remote: s3data\n"
         "train:\n  lambda_c: 1.0\n")
     run(proj, "dvc", "repro")
     run(proj, "git", "add", "-A")

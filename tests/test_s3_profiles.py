@@ -31,7 +31,7 @@ def test_profiles_exist_and_demo_is_params_yaml(params):
 
 def test_switching_is_reversible(params):
     before = params.read_text()
-    for name in ("paper", "polyps", "paper", "demo"):
+    for name in ("paper", "polyps", "paper-seed", "paper", "demo"):
         profile.apply(name, params, PROFILES)
     after = params.read_text()
     assert yaml.safe_load(after) == yaml.safe_load(before)
@@ -46,7 +46,9 @@ def test_demo_names_every_key_other_profiles_change():
     def keys(d, pre=""):
         return {f"{pre}{k}" for k, v in d.items()} | {x for k, v in d.items() if isinstance(v, dict)
                                                        for x in keys(v, f"{pre}{k}.")}
-    for name in ("polyps", "paper", "tiny"):
+    others = [n for n in profile.available(PROFILES) if n != "demo"]
+    assert {"polyps", "paper", "paper-seed", "tiny"} <= set(others)
+    for name in others:
         missing = keys(profile.load_profile(name, PROFILES)) - keys(demo)
         assert not missing, f"{name}.yaml changes {missing} which demo.yaml does not restore"
 
@@ -68,7 +70,42 @@ def test_polyps_and_paper_values(params):
     assert p["autoencoder"]["downsample_factor"] == 8 and p["preprocess"]["size"] == 384
 
 
-@pytest.mark.parametrize("name", ["demo", "polyps", "paper"])
+def test_paper_is_the_released_recipe_and_paper_seed_the_seed_options(params):
+    """`paper` = the released code on the data side too (DESIGN.md section 3): whole frame resized, no
+    augmentation views, uniform batches, and every seed schedule option off; `paper-seed` = the same scale
+    with the seed document's data and schedule options."""
+    from siamdiff.data.preprocess import FITS
+    from siamdiff.params_schema import problems
+
+    seed_schedule = {"lambda_c_warmup": 600, "lr_warmup": 500, "lr_schedule": "cosine"}
+    released = {"lambda_c_warmup": 0, "lr_warmup": 0, "lr_schedule": "constant", "grad_accumulation": 1,
+                "mixed_precision": "no", "lambda_c": 1.0, "loss": "siamese", "lr_from_scratch": None,
+                "lr_controlnet": None, "lr_unet_decoder": None, "balanced_batches": False}
+    profile.apply("paper", params, PROFILES)
+    paper = yaml.safe_load(params.read_text())
+    assert "resize" in FITS and paper["preprocess"]["fit"] == "resize" and paper["preprocess"]["size"] == 384
+    assert paper["encode"]["views"] == 1
+    assert {k: paper["train"][k] for k in released} == released
+    assert problems(paper) == []
+    profile.apply("paper-seed", params, PROFILES)
+    seed = yaml.safe_load(params.read_text())
+    assert seed["profile"] == "paper-seed"
+    assert seed["preprocess"]["fit"] == "crop" and seed["encode"]["views"] == 4
+    assert seed["train"]["balanced_batches"] is True
+    assert {k: seed["train"][k] for k in seed_schedule} == seed_schedule
+    assert problems(seed) == []
+    # the same scale and data otherwise: only the seed options differ
+    differ = {f"{sec}.{k}" for sec in paper if isinstance(paper[sec], dict)
+              for k in paper[sec] if paper[sec][k] != seed[sec].get(k)}
+    assert differ == {"preprocess.fit", "encode.views", "train.balanced_batches", "train.lambda_c_warmup",
+                      "train.lr_warmup", "train.lr_schedule"}
+    # the CPU default keeps the seed's data options
+    profile.apply("demo", params, PROFILES)
+    demo = yaml.safe_load(params.read_text())
+    assert (demo["preprocess"]["fit"], demo["encode"]["views"], demo["train"]["balanced_batches"]) == ("crop", 4, True)
+
+
+@pytest.mark.parametrize("name", ["demo", "polyps", "paper", "paper-seed"])
 def test_set_args_make_the_same_change_through_dvc(params, tmp_path, name):
     """`dvc exp run $(python -m siamdiff.profile NAME --set-args)` == `python -m siamdiff.profile NAME`."""
     from dvc.utils.hydra import apply_overrides

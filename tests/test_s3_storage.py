@@ -16,6 +16,7 @@ from siamdiff.storage.ingest import read_manifest, s3_items, verify_remote
 from siamdiff.storage.publish import list_objects, publish
 from siamdiff.storage.server import free_port, start_server
 from siamdiff.utils import SiamdiffError, sha256_bytes
+
 try:  # tests/ as a package (python -m pytest from the root) or as a plain folder (pytest)
     from tests.s3_fixture import s3_env, s3_server, toy_dataset  # noqa: F401  (fixtures)
 except ImportError:

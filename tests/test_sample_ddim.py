@@ -6,8 +6,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-
-
 SIZE = 16
 
 

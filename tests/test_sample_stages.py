@@ -7,10 +7,20 @@ import json
 import pytest
 import torch
 
+from project_params import section
 from test_sample_ddim import tiny_parts
 from test_segment import _toy
 
 
+def assert_numbers_only(metrics: dict, where: str = "") -> None:
+    """A DVC metrics file: numbers, nulls and lists of numbers only (no text, flags or paths)."""
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            assert_numbers_only(v, f"{where}{k}.")
+        else:
+            values = v if isinstance(v, list) else [v]
+            assert all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in values), \
+                f"{where}{k} = {v!r} is not a number"
 
 
 def _write_prep(root, size=16):
@@ -76,6 +86,17 @@ def test_sample_evaluate_segment(root, monkeypatch):
     assert fid["assets"]["lpips_alex"]["sha256"]
     saved = json.loads((root / "metrics/fidelity.json").read_text())
     assert saved["protocol_a"]["fid"] == pytest.approx(a["fid"])
+    # the metrics file holds numbers (null where not computed); text and provenance are in fidelity.info.json
+    assert_numbers_only(saved)
+    assert saved["protocol_a"]["clip_i"] is None and "clip" not in saved and "assets" not in saved
+    info = json.loads((root / "metrics/fidelity.info.json").read_text())
+    assert info["clip"]["reason"] and info["protocol_a"]["description"] and info["notes"]["fid_kid"]
+    assert {k: v for k, v in info["assets"]["lpips_alex"].items() if k != "file"} == \
+        {k: v for k, v in fid["assets"]["lpips_alex"].items() if k != "file"}
+    assert not any(a["file"].startswith("/") for a in info["assets"].values()), info["assets"]
+    from siamdiff.utils import read_metrics
+
+    assert read_metrics(root / "metrics/fidelity.json") == json.loads(json.dumps(fid))  # split loses nothing
     assert (root / "plots/evaluate/grid.png").read_bytes()[:4] == b"\x89PNG"
 
     # with a (tiny, random) CLIP folder configured, CLIP-I and CMMD are numbers
@@ -87,13 +108,17 @@ def test_sample_evaluate_segment(root, monkeypatch):
     assert with_clip["protocol_b"]["cmmd"] is not None and with_clip["clip"]["reason"] is None
 
     seg = segment.run({"epochs": 2, "batch_size": 4, "lr": 0.01, "channels": [4, 8], "num_res_units": 0,
-                       "seed": 0}, root=root, progress=False)
+                       "seed": 0, "threshold": 0.5, "equal_steps": True}, root=root, progress=False)
     assert seg["adherence"]["n"] == 6 and 0 <= seg["adherence"]["dice"] <= 1
     assert 0 <= seg["adherence"]["chance_dice"] <= 1
     ds = seg["downstream"]
     assert ds["real_plus_synthetic"]["n_synthetic"] == 6 and ds["n_test"] == 3
     assert (root / "models/segmenter/model.safetensors").is_file()
-    assert json.loads((root / "metrics/segmentation.json").read_text())["downstream"]["real_only"]["mdice"] is not None
+    saved = json.loads((root / "metrics/segmentation.json").read_text())
+    assert saved["downstream"]["real_only"]["mdice"] is not None
+    assert_numbers_only(saved)
+    info = json.loads((root / "metrics/segmentation.info.json").read_text())
+    assert info["downstream"]["equal_steps"] is True and info["network"].startswith("MONAI UNet")
 
     from siamdiff.summary import headline, print_summary
 
@@ -103,17 +128,17 @@ def test_sample_evaluate_segment(root, monkeypatch):
 
 
 def test_bad_params(root):
-    from stages import evaluate, sample
     from siamdiff.utils import SiamdiffError
+    from stages import evaluate, sample
 
     # protocol A is scored against the TEST split only: train mask ids are refused
     with pytest.raises(SiamdiffError, match="not in data/prep"):
         evaluate._real_for([{"mask_id": "toy-train0-0"}], [{"id": "toy-test0-0"}], "protocol_a")
 
     with pytest.raises(SiamdiffError, match="sample.seeds"):
-        sample.check_params({"k": 5, "seeds": [0, 1]})
+        sample.check_params(section("sample", k=5, seeds=[0, 1]))
     with pytest.raises(SiamdiffError, match="train_fraction"):
-        sample.check_params({"train_fraction": 0})
+        sample.check_params(section("sample", train_fraction=0))
 
 
 def test_chance_adherence_pairs_each_image_with_another_mask():

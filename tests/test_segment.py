@@ -6,8 +6,6 @@ import pytest
 import torch
 
 
-
-
 def _toy(n: int, size: int = 16, seed: int = 0):
     """Bright squares on a dark textured background; the mask marks the square."""
     g = torch.Generator().manual_seed(seed)

@@ -6,8 +6,16 @@ import torch
 
 from siamdiff.model.controlnet import SiameseControlNet, controlnet_residuals
 from siamdiff.model.schedule import make_train_scheduler
-from siamdiff.model.siamese import (STEPS, SiameseBatch, StepConfig, fused_step, freeze_unet_encoder,
-                                    siamese_loss_terms, trainable_parameters, unet_frozen_modules)
+from siamdiff.model.siamese import (
+    STEPS,
+    SiameseBatch,
+    StepConfig,
+    freeze_unet_encoder,
+    fused_step,
+    siamese_loss_terms,
+    trainable_parameters,
+    unet_frozen_modules,
+)
 
 LATENT, FACTOR = 4, 4
 SIZE = LATENT * FACTOR
@@ -221,3 +229,45 @@ def test_frozen_and_trainable_parts():
     n_unet = sum(1 for _ in unet.parameters())
     assert len(frozen) + len(decoder) == n_unet  # every UNet parameter is either frozen or decoder
     assert len(groups["from_scratch"]) + len(groups["controlnet"]) == sum(1 for _ in controlnet.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The two stop-gradients whose removal no other test sees (issue 17, item 2)
+
+@pytest.mark.parametrize("impl", ["fused", "naive"])
+@pytest.mark.parametrize("step", [9, 25])  # L3 off / on
+def test_image_branch_mix_stops_the_gradient_of_r_m(models, sched, impl, step):
+    """r_mix = sg(r_m) + (s/S) r_i: the image-branch term L1 reaches the mask only through r_m, so a mask that
+    requires grad gets none from L1; it does get one from L0 (positive control). Dropping the sg fails here."""
+    unet, controlnet = models
+    batch = tiny_batch()
+    batch.mask.requires_grad_(True)
+    out = STEPS[impl](unet, controlnet, sched, batch, step, 30)
+    (g_l1,) = torch.autograd.grad(out.terms["image_diffusion"].sum(), batch.mask, retain_graph=True,
+                                  allow_unused=True)
+    (g_l0,) = torch.autograd.grad(out.terms["mask_diffusion"].sum(), batch.mask, allow_unused=True)
+    assert g_l1 is None or not g_l1.any(), "L1 sent a gradient into r_m (the mask residuals in r_mix need sg)"
+    assert g_l0 is not None and g_l0.abs().sum() > 0
+    # and, on the weights: L1's gradient on C equals that of r_i's path alone (image weight w = s/S), i.e.
+    # it vanishes at s = 0 where r_mix = sg(r_m)
+    _zero_grads(unet, controlnet)
+    out = STEPS[impl](unet, controlnet, sched, tiny_batch(), 0, 30)
+    out.terms["image_diffusion"].mean().backward()
+    assert all(p.grad is None or not p.grad.any() for p in controlnet.parameters()), "L1 trained C through r_m"
+    _zero_grads(unet, controlnet)
+
+
+@pytest.mark.parametrize("impl", ["fused", "naive"])
+def test_online_augmentation_detaches_the_renoised_latent(models, sched, impl):
+    """z'_t = sg(sqrt(abar) x0_hat + sqrt(1-abar) eps): x~ reaches L3 only through eps_mix -> x0_hat -> z'_t,
+    so L3 sends no gradient into x~ (while L1 does), and L3's gradient on C is that of the mask path alone."""
+    unet, controlnet = models
+    batch = tiny_batch(t=(5, 100, 150, 200))  # every gate open
+    batch.image.requires_grad_(True)
+    out = STEPS[impl](unet, controlnet, sched, batch, 25, 30)
+    assert bool(out.augment_weight.all()) and bool((out.terms["online_augmentation"] > 0).all())
+    (g_l3,) = torch.autograd.grad(out.terms["online_augmentation"].sum(), batch.image, retain_graph=True,
+                                  allow_unused=True)
+    (g_l1,) = torch.autograd.grad(out.terms["image_diffusion"].sum(), batch.image, allow_unused=True)
+    assert g_l3 is None or not g_l3.any(), "L3 sent a gradient through z'_t into eps_mix (z'_t needs sg)"
+    assert g_l1 is not None and g_l1.abs().sum() > 0

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from project_params import section
 from siamdiff.data.sampler import BalancedBatchSampler
 from siamdiff.model.schedule import make_train_scheduler
 from siamdiff.model.siamese import naive_step, trainable_parameters, unet_frozen_modules
@@ -35,7 +36,7 @@ def config(**kw) -> TrainConfig:
     base = dict(steps=6, batch_size=3, lr=1e-3, checkpoint_every=2, preview_every=0, augment_t_max=600,
                 prompt="p", seed=0)
     base.update(kw)
-    return TrainConfig.from_params(base)
+    return TrainConfig.from_params(section("train", **base))
 
 
 def run(tmp_path, cfg, stop_after=None, models=None):
@@ -107,8 +108,8 @@ def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, monkey
 
 def test_options_off_equal_the_released_recipe(tmp_path):
     """Loop with defaults (constant lr, lambda_c 1, no warm-up, no accumulation) == naive step + AdamW(lr)."""
-    cfg = TrainConfig.from_params(dict(steps=2, batch_size=3, lr=1e-5, checkpoint_every=0, preview_every=0,
-                                       step_impl="naive", prompt="p"))
+    cfg = TrainConfig.from_params(section("train", steps=2, batch_size=3, lr=1e-5, checkpoint_every=0,
+                                          preview_every=0, step_impl="naive", prompt="p"))
     unet, controlnet, _ = run(tmp_path, cfg)
     # by hand, as the released code: AdamW(params, lr) with torch's defaults (betas 0.9/0.999, weight decay 0.01)
     u2, c2 = tiny_models(nonzero=False)
@@ -168,6 +169,6 @@ def test_schedules():
 
 def test_bad_params_are_clear():
     with pytest.raises(SiamdiffError, match="train.loss"):
-        TrainConfig.from_params({"loss": "both"})
+        TrainConfig.from_params(section("train", loss="both"))
     with pytest.raises(SiamdiffError, match="train.bogus"):
-        TrainConfig.from_params({"bogus": 1})
+        TrainConfig.from_params(section("train", bogus=1))

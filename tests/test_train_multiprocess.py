@@ -1,4 +1,5 @@
 """Data-parallel training: 2 gloo processes reach the weights of 1 process with the same global batch."""
+import json
 import os
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def weights(root: Path) -> dict:
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     params = {**PARAMS, "batch_size": 4, "preview_every": 0, "steps": 2}
-    runs = {}
+    runs, logs, finals = {}, {}, {}
     for n in (1, 2):
         root = tmp_path / f"p{n}"
         root.mkdir()
@@ -43,7 +44,20 @@ def test_two_processes_match_one(tmp_path):
         p = run_stage(root, n)
         assert p.returncode == 0, p.stderr[-3000:]
         runs[n] = weights(root)
+        logs[n] = [line for line in p.stderr.splitlines() if line.startswith("[train] ")]
+        finals[n] = json.loads((root / "metrics/train.json").read_text())["final"]
     assert "launching 2 processes" in p.stderr
+    # one log: the 2-process run logs what the 1-process run logs (plus the launch line), each line once
+    print("\n".join(logs[2]))
+    assert [line.split(" ")[1] for line in logs[2] if "launching" not in line] == \
+        [line.split(" ")[1] for line in logs[1]], (logs[1], logs[2])
+    assert sum(line.startswith("[train] training ") for line in logs[2]) == 1
+    assert "\r" not in p.stderr  # no progress-bar redraws in a log that is not a terminal
+    # the logged and written loss terms are the global batch's (averaged over the processes), as with one
+    assert finals[1].keys() == finals[2].keys() and len(finals[1]) == 5
+    print("final loss terms, max difference 2 vs 1 process:", max(abs(finals[2][k] - v) for k, v in finals[1].items()))
+    for name, value in finals[1].items():
+        assert abs(finals[2][name] - value) <= 1e-5 * max(1.0, abs(value)), (name, finals[1], finals[2])
     one, two = runs[1], runs[2]
     assert one.keys() == two.keys()
     diff = torch.cat([(one[k] - two[k]).abs().flatten() for k in one])

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from project_params import section
 from siamdiff.utils import SiamdiffError
 
 LATENT, FACTOR = 4, 4
@@ -48,8 +49,8 @@ def make_project(root, n: int = 8):
     cache.close()
 
 
-PARAMS = dict(steps=4, batch_size=3, lr=1e-3, lr_from_scratch=3e-3, checkpoint_every=2, preview_every=2, preview_images=2,
-              preview_steps=2, preview_guidance=3.0, prompt="a polyp", seed=0)
+PARAMS = section("train", steps=4, batch_size=3, lr=1e-3, lr_from_scratch=3e-3, checkpoint_every=2, preview_every=2,
+                 preview_images=2, preview_steps=2, preview_guidance=3.0, prompt="a polyp", seed=0)
 
 
 def test_train_stage_end_to_end(tmp_path):

@@ -9,27 +9,39 @@ What a source file may be, and what happens to it (`decode_image`, `decode_mask`
   RGB (an opaque alpha channel is dropped, a non-opaque one is composited onto black); 16-bit images are
   scaled to 8 bits. Each conversion is returned as a note that the ingest stage logs and counts in the
   manifest. Other pixel types (float, 32-bit) are refused.
-- Masks are binarised at **0.5 of their range** (the range of the pixel type: 128 for 8-bit, 32768 for 16-bit);
-  a lossless mask whose values are all in {0, 1} is taken as it is. Colour masks use the maximum over the
-  colour channels (a mask drawn in pure red is still foreground). A mask is refused as **non-binary** when
-  more than 2% of its pixels are ambiguous: between 25% and 75% of the range (JPEG edges stay well below
-  that), or, for PNG/BMP masks, which must be clean, anywhere strictly between 1 and 75% of the range (a
-  label map {0, 1, 2} or a soft probability map). JPEG and TIFF masks are only held to the first rule:
-  JPEG is lossy, and the published TIFF masks (CVC-ClinicDB) carry low-level compression noise (values 8-14).
-- An empty mask (no foreground after binarising) is a real case: it is kept, and counted by ingest.
+- EXIF orientation is applied to images and masks alike, before anything else (a note says so). OpenCV
+  already applies it when decoding TIFF, not for JPEG/PNG/...: those are turned here, as PIL's
+  `ImageOps.exif_transpose` would.
+- Masks are binarised at **half of their own foreground level**, read from the mask's values (its maximum):
+  level 1 for a {0, 1} mask (8- or 16-bit; a JPEG one may reach 3 from compression noise, all near 1), else
+  255 (8-bit, or a 16-bit file holding 0/255), else 65535. Colour masks use the maximum over the colour
+  channels (a mask drawn in pure red is still foreground); a mask whose colour channels are blank (constant)
+  but whose alpha channel is not takes its foreground from the alpha channel (a note says so). A mask is
+  refused as **non-binary** (ambiguous) when more than 2% of its pixels are neither near 0 nor near the
+  level: for 8-bit JPEG/TIFF masks (JPEG noise; the published CVC-ClinicDB TIFFs carry noise at values
+  8-14), values between 25% and 75% of the level, and a plateau at exactly 1 under level 255 (a {0, 1} mask
+  with stray bright pixels; JPEG noise spreads over 1, 2, 3, ... instead); for PNG/BMP/16-bit masks, which
+  must be clean, anything strictly between 0 and 75% of the level (a label map {0, 1, 2}, a soft probability
+  map, {0, 4095}).
+- An empty mask (no foreground after binarising) is a real case: it is kept, and counted by ingest (so are
+  full and mostly-foreground masks).
 """
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from siamdiff.utils import SiamdiffError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp"}
 NON_BINARY_TOLERANCE = 0.02  # fraction of ambiguous pixels a mask may have before it is refused
+JPEG_UNIT_NOISE = 2          # a JPEG {0, 1} mask may reach 1 + this from compression noise
 PNG_COMPRESSION = 1          # fast; PNG is lossless at every level
 
 
@@ -57,7 +69,34 @@ def _check_complete(data: bytes, name: str) -> None:
             raise SiamdiffError(f"{name}: truncated PNG (no IEND chunk at the end){what}")
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
+# EXIF orientation (tag 0x0112) -> how to turn the stored pixels upright (as PIL's ImageOps.exif_transpose)
+EXIF_TURNS = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.swapaxes(0, 1),
+              6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a, 2).swapaxes(0, 1), 8: lambda a: np.rot90(a)}
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of an encoded image; 1 when it has none or it cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                return int(img.getexif().get(0x0112, 1) or 1)
+    except Exception:  # no or broken EXIF: the pixels as stored (decoding errors are OpenCV's to report)
+        return 1
+
+
+def _orient(arr: np.ndarray, data: bytes, notes: list[str] | None) -> np.ndarray:
+    if data[:4] in (b"II*\x00", b"MM\x00*"):  # OpenCV's TIFF decoder applies the orientation itself
+        return arr
+    o = exif_orientation(data)
+    if o not in EXIF_TURNS:
+        return arr
+    if notes is not None:
+        notes.append(f"EXIF orientation {o} applied")
+    return np.ascontiguousarray(EXIF_TURNS[o](arr))
+
+
+def _decode(data: bytes, name: str, notes: list[str] | None = None) -> np.ndarray:
     _check_complete(data, name)
     buf = np.frombuffer(data, dtype=np.uint8)
     quiet = getattr(getattr(cv2, "utils", None), "logging", None)  # our error replaces OpenCV's log lines
@@ -75,7 +114,7 @@ def _decode(data: bytes, name: str) -> np.ndarray:
         raise SiamdiffError(f"{name}: unreadable or truncated image file; replace it or remove the pair")
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
         raise SiamdiffError(f"{name}: unsupported image layout {arr.shape}; expected HxW or HxWx(1|3|4)")
-    return arr
+    return _orient(arr, data, notes)
 
 
 def _to_uint8(arr: np.ndarray, name: str, notes: list[str]) -> np.ndarray:
@@ -115,44 +154,67 @@ def to_rgb(arr: np.ndarray, name: str) -> tuple[np.ndarray, list[str]]:
 
 def decode_image(data: bytes, name: str) -> tuple[np.ndarray, list[str]]:
     """Encoded bytes -> RGB uint8 [H,W,3] and the conversions made (see the module docstring)."""
-    return to_rgb(_decode(data, name), name)
+    notes: list[str] = []
+    rgb, more = to_rgb(_decode(data, name, notes), name)
+    return rgb, notes + more
 
 
-def binarise_mask(arr: np.ndarray, name: str, lossy: bool = False) -> np.ndarray:
-    """Any mask array -> uint8 [H,W] in {0,1}, at 0.5 of the pixel type's range (module docstring).
+def _mask_plane(arr: np.ndarray, notes: list[str] | None) -> np.ndarray:
+    """[H,W,C] mask -> [H,W]: max over the colour channels, or the alpha channel when the colour is blank."""
+    if arr.shape[2] in (2, 4):
+        colour, alpha = arr[:, :, :-1].max(axis=2), arr[:, :, -1]
+        if colour.min() == colour.max() and alpha.min() != alpha.max():
+            if notes is not None:
+                notes.append("foreground taken from the alpha channel (colour channels blank)")
+            return alpha
+        return colour
+    return arr.max(axis=2)
 
-    `lossy=True` (JPEG/TIFF sources) tolerates low-level noise; `False` (PNG/BMP, arrays) wants clean masks.
+
+def binarise_mask(arr: np.ndarray, name: str, lossy: bool = False, notes: list[str] | None = None,
+                  jpeg: bool = False) -> np.ndarray:
+    """Any mask array -> uint8 [H,W] in {0,1}, at half the mask's own foreground level (module docstring).
+
+    `lossy=True` (JPEG/TIFF files) tolerates their noise on 8-bit masks; `False` (PNG/BMP, arrays) wants
+    clean masks; `jpeg=True` also lets a {0, 1} mask reach 3. `notes`, a list, receives a note when the
+    alpha channel is used.
     """
     if arr.ndim == 3:
-        if arr.shape[2] in (2, 4):  # drop alpha
-            arr = arr[:, :, : arr.shape[2] - 1]
-        arr = arr.max(axis=2)
+        arr = _mask_plane(arr, notes)
     if arr.dtype == np.bool_:
         return arr.astype(np.uint8)
-    if arr.dtype == np.uint8:
-        hi = 255
-    elif arr.dtype == np.uint16:
-        hi = 65535
-    else:
+    if arr.dtype not in (np.uint8, np.uint16):
         raise SiamdiffError(f"{name}: unsupported mask pixel type {arr.dtype}; save masks as 8-bit PNG with values 0/255")
-    vmax = int(arr.max()) if arr.size else 0
-    if vmax <= 1 and not lossy:
-        return (arr > 0).astype(np.uint8)
-    lo_band = 0.25 * hi if lossy else 1
-    ambiguous = np.count_nonzero((arr > lo_band) & (arr < 0.75 * hi)) / max(arr.size, 1)
-    if ambiguous > NON_BINARY_TOLERANCE:
+    noisy = lossy and arr.dtype == np.uint8
+    top = int(arr.max()) if arr.size else 0
+    level = 1 if top <= 1 + (JPEG_UNIT_NOISE if noisy and jpeg else 0) else 255 if top <= 255 else 65535
+    if level == 1:  # {0, 1}, or a JPEG one whose overshoot (2, 3) is near 1
+        odd = np.zeros(arr.shape, bool)
+    elif noisy and top >= 0.75 * level:  # noise near 0 and near the level is tolerated
+        odd = (arr > 0.25 * level) & (arr < 0.75 * level)
+        ones = arr == 1  # noise spreads over 1, 2, 3, ...; a plateau at 1 is a {0, 1} mask with stray bright pixels
+        if np.count_nonzero(ones) > 4 * np.count_nonzero((arr > 1) & (arr <= 0.25 * level)):
+            odd |= ones
+    else:
+        odd = (arr > 0) & (arr < 0.75 * level)
+    share = np.count_nonzero(odd) / max(arr.size, 1)
+    if share > NON_BINARY_TOLERANCE:
         vals = np.unique(arr)
         shown = ", ".join(str(int(v)) for v in vals[:8]) + (", ..." if len(vals) > 8 else "")
         raise SiamdiffError(
-            f"{name}: non-binary mask ({ambiguous:.1%} of pixels are neither background nor foreground; "
-            f"values: {shown}); expected a binary mask (0 and {hi}, or 0 and 1): convert it to one")
-    return (arr >= (hi + 1) // 2).astype(np.uint8)
+            f"{name}: non-binary mask: {share:.1%} of its pixels are neither 0 nor {level} (values: {shown}), so "
+            "which pixels are foreground is ambiguous; save it with two values only, 0 and 255 (or 0 and 1)")
+    return (arr >= (level + 1) // 2).astype(np.uint8)
 
 
-def decode_mask(data: bytes, name: str) -> np.ndarray:
-    """Encoded bytes -> uint8 [H,W] in {0,1}. PNG/BMP masks are held to "clean"; JPEG/TIFF ones are not."""
+def decode_mask(data: bytes, name: str, notes: list[str] | None = None) -> np.ndarray:
+    """Encoded bytes -> uint8 [H,W] in {0,1}. PNG/BMP masks are held to "clean"; JPEG/TIFF ones are not.
+
+    `notes`, a list, receives the conversions made (EXIF orientation, alpha channel used).
+    """
     clean = data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"BM"
-    return binarise_mask(_decode(data, name), name, lossy=not clean)
+    jpeg = data[:3] == b"\xff\xd8\xff"
+    return binarise_mask(_decode(data, name, notes), name, lossy=not clean, notes=notes, jpeg=jpeg)
 
 
 def check_pair(image: np.ndarray, mask: np.ndarray, image_name: str, mask_name: str) -> None:

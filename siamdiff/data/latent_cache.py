@@ -11,6 +11,7 @@ None for an absent key and for an entry whose checksum does not match (it is the
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -59,6 +60,30 @@ def unpack(value: bytes) -> dict | None:
         return None
 
 
+def _write_fault(path: Path, e: Exception) -> str | None:
+    """One line for an LMDB write failing on a full map, a full disk, a file-size limit or a read-only
+    folder (LMDB reports a short write, as a file-size limit gives, as EIO); None for other errors."""
+    import lmdb
+
+    from siamdiff.utils import fault_message
+
+    text = str(e)
+    kept = "the entries written before are kept"
+    if isinstance(e, lmdb.MapFullError) or "MDB_MAP_FULL" in text:
+        return (f"{path}: the latent cache is full (MDB_MAP_FULL: its {MAP_SIZE} byte map is used up); delete "
+                f"{path} and rerun `dvc repro encode` ({kept})")
+    for code, words in ((errno.ENOSPC, ("No space left", "ENOSPC")), (errno.EDQUOT, ("Disk quota",)),
+                        (errno.EFBIG, ("File too large", "EFBIG")), (errno.EROFS, ("Read-only file system",)),
+                        (errno.EACCES, ("Permission denied",)), (errno.EPERM, ("Operation not permitted",))):
+        if any(w in text for w in words) or (code == errno.EACCES and isinstance(e, lmdb.ReadonlyError)) or (
+                code == errno.ENOSPC and isinstance(e, lmdb.DiskError)):
+            return f"{fault_message(path, code, str(path / 'data.mdb'))} ({kept})"
+    if "Input/output error" in text:
+        return (f"{path}: writing the latent cache failed ({text}): usually a full disk or a file-size limit "
+                f"(`ulimit -f`); free disk space or raise the limit and rerun `dvc repro encode` ({kept})")
+    return None
+
+
 class LatentCache:
     """`LatentCache(path)`: `.get(key)`, `.put(key, dict)`, `.keys()`; `readonly=True` for trainers."""
 
@@ -70,13 +95,23 @@ class LatentCache:
         if readonly and not (self.path / "data.mdb").is_file():
             raise SiamdiffError(f"{self.path}: latent cache not found; run the encode stage (dvc repro encode)")
         if not readonly:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                from siamdiff.utils import fault_errno, fault_message
+
+                if fault_errno(e) is None:
+                    raise
+                raise SiamdiffError(fault_message(self.path, fault_errno(e), e.filename)) from e
         try:
             # lock=False: no lock.mdb, so the folder's bytes (which DVC hashes as the encode stage's
             # output) change only when entries are written; DVC runs one stage at a time (one writer)
             self.env = lmdb.open(str(self.path), map_size=MAP_SIZE, subdir=True, readonly=readonly,
                                  lock=False, readahead=False, meminit=False, max_readers=256)
         except lmdb.Error as e:
+            fault = _write_fault(self.path, e)
+            if fault and not readonly:
+                raise SiamdiffError(fault) from e
             raise SiamdiffError(f"{self.path}: cannot open the latent cache ({e}); delete the folder "
                                 "and rerun `dvc repro encode`") from e
         self.corrupt = 0  # entries found with a bad checksum since opening
@@ -108,11 +143,17 @@ class LatentCache:
         self.put_many([(key, tensors)])
 
     def put_many(self, items: Iterable[tuple[str, dict]]) -> None:
+        import lmdb
+
         if self.readonly:
             raise SiamdiffError(f"{self.path}: opened read-only")
-        with self.env.begin(write=True) as txn:
-            for key, tensors in items:
-                txn.put(key.encode(), pack(tensors))
+        try:  # one transaction: on any error LMDB commits nothing, and the entries written before stay whole
+            with self.env.begin(write=True) as txn:
+                for key, tensors in items:
+                    txn.put(key.encode(), pack(tensors))
+        except lmdb.Error as e:
+            raise SiamdiffError(_write_fault(self.path, e) or f"{self.path}: cannot write to the latent cache "
+                                f"({e}); rerun `dvc repro encode` (the entries written before are kept)") from e
 
     def keys(self) -> Iterator[str]:
         with self.env.begin() as txn:

@@ -12,7 +12,9 @@ from pathlib import Path
 from siamdiff.utils import SiamdiffError, sha256_file
 
 MANIFEST_NAME = "manifest-v1.json"
-MANIFEST_VERSION = "1.0"  # major: new raw data layout; minor: preprocessing changes (DESIGN.md section 3)
+# major: new raw data layout; minor: preprocessing changes (DESIGN.md section 3).
+# 1.1: masks binarised at their own foreground level, alpha-only masks used, EXIF orientation applied.
+MANIFEST_VERSION = "1.1"
 ITEM_KEYS = ("id", "dataset", "patient", "frame", "image", "mask", "image_sha256", "mask_sha256",
              "width", "height", "empty_mask")
 
@@ -26,6 +28,7 @@ def build(sources: list[dict], items: list[dict], counts: dict) -> dict:
         "counts": {
             "items": len(items),
             "empty_masks": sum(int(r["empty_mask"]) for r in items),
+            **{k: sum(int(c.get(k, 0)) for c in counts.values()) for k in ("full_masks", "mostly_foreground_masks")},
             "datasets": per_dataset,
         },
     }

@@ -1,4 +1,4 @@
-"""Square crops that keep the lesion, resized; per-split safetensors, index with coverage, colour stats.
+"""Square crops that keep the lesion (or whole frames), resized; per-split safetensors, index, colour stats.
 
 For each ingested pair (docs/ARCHITECTURE.md, "Data"):
 1. Lesion centre = the point farthest inside the lesion (maximum of the mask's Euclidean distance
@@ -7,9 +7,10 @@ For each ingested pair (docs/ARCHITECTURE.md, "Data"):
 2. Square: `fit: crop` (default) takes the largest square inside the image (side = the short side) placed
    as close as possible to centred on the lesion centre and clamped to the image, so the lesion centre is
    always inside it; `fit: pad` pads the short side with black (the scope's surround) to a square, keeping
-   the whole frame.
-3. Resize to `size` x `size`: area interpolation for the image, exact nearest for the mask, then the mask
-   is re-binarised to {0,1}.
+   the whole frame; `fit: resize` (the released code's geometry) takes the whole frame as it is.
+3. Resize to `size` x `size`: for crop/pad, area interpolation for the image and exact nearest for the mask;
+   for `resize`, anisotropic bilinear for both (the released code's cv2.resize default), the mask resized
+   (as float 0/1) with the very same mapping. Then the mask is re-binarised to {0,1} (at half its range).
 Colour statistics (a*, b* mean/std) come from the train split only; the working colour space itself is
 applied later (`siamdiff.data.color.to_working`): the stored arrays stay RGB uint8.
 """
@@ -28,7 +29,7 @@ from siamdiff.data.split import SPLITS, read_split
 from siamdiff.utils import SiamdiffError, atomic_path, log, require, write_json
 
 INDEX_COLUMNS = ("id", "split", "dataset", "patient", "frame", "row", "coverage", "image_sha256")
-FITS = ("crop", "pad")
+FITS = ("crop", "pad", "resize")
 _NEAREST = getattr(cv2, "INTER_NEAREST_EXACT", cv2.INTER_NEAREST)
 
 
@@ -67,7 +68,10 @@ def square_window(h: int, w: int, center: tuple[int, int], fit: str = "crop") ->
 
 
 def to_square(image: np.ndarray, mask: np.ndarray, fit: str = "crop"):
-    """-> (square image, square mask, lesion centre in the square's coordinates)."""
+    """-> (square image, square mask, lesion centre in the square's coordinates). Not for `resize`, which
+    has no square window (see `resize_whole`)."""
+    if fit not in ("crop", "pad"):
+        raise ValueError(f"to_square: fit must be crop or pad, got {fit!r}")
     h, w = mask.shape
     cy, cx = lesion_center(mask)
     top, left, side = square_window(h, w, (cy, cx), fit)
@@ -88,8 +92,20 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
     return img, (msk > 0).astype(np.uint8)
 
 
+def resize_whole(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """`fit: resize`, the released code's geometry: the whole frame resized anisotropically to size x size,
+    bilinear (cv2.INTER_LINEAR, cv2.resize's default). The mask goes through the same bilinear mapping (in
+    float, as 0/1) and is re-binarised at half its range, so image and mask stay aligned pixel for pixel."""
+    img = cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=cv2.INTER_LINEAR)
+    m = np.ascontiguousarray(np.asarray(mask) > 0, dtype=np.float32)
+    msk = cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)
+    return img, (msk >= 0.5).astype(np.uint8)
+
+
 def preprocess_pair(image: np.ndarray, mask: np.ndarray, size: int, fit: str = "crop") -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 [H,W,3] + mask {0,1} [H,W] -> RGB uint8 [S,S,3] + mask {0,1} [S,S]."""
+    if fit == "resize":
+        return resize_whole(image, mask, size)
     img, msk, _ = to_square(image, mask, fit)
     return resize_pair(img, msk, size)
 

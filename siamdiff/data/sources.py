@@ -4,6 +4,9 @@ Every source yields `Item` records: `(dataset, patient, frame, image, mask)` whe
 either decoded arrays (RGB uint8 [H,W,3] / uint8 [H,W] in {0,1}), encoded file bytes, or file paths.
 `ingest()` turns them into `data/raw/{dataset}/img/{id}.png` + `.../mask/{id}_mask.png` and
 `data/raw/manifest-v1.json` (docs/ARCHITECTURE.md), written atomically: on any error nothing is left behind.
+Empty, all-foreground and mostly-foreground (> 90%) masks are kept, and counted per source (`sources[i].counts`),
+per dataset and in total in the manifest, and in the log. A file in an image format that is not supported
+(`.webp`, `.gif`, ...) is refused by name; reading and binarising files: siamdiff.data.images.
 
 Source configs (`params.yaml: ingest.sources`, a list; several at once are fine):
 
@@ -23,6 +26,7 @@ never copied into the repository, only its ingested PNGs land in `data/raw` (a D
 """
 from __future__ import annotations
 
+import mimetypes
 import re
 import time
 from dataclasses import dataclass
@@ -69,8 +73,14 @@ def _natural_key(p: Path):
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in im.IMAGE_SUFFIXES
-                   and not p.name.startswith(".")), key=_natural_key)
+    """The folder's image files; one in an image format that is not supported (e.g. .webp, .gif) is refused."""
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    for p in files:
+        kind = mimetypes.guess_type(p.name)[0] or ""
+        if kind.startswith("image/") and p.suffix.lower() not in im.IMAGE_SUFFIXES:
+            raise SiamdiffError(f"{p}: unsupported image format '{p.suffix}'; convert it to one of "
+                                f"{', '.join(sorted(im.IMAGE_SUFFIXES))} or move it out of {folder}")
+    return sorted((p for p in files if p.suffix.lower() in im.IMAGE_SUFFIXES), key=_natural_key)
 
 
 def _folder(cfg: dict, where: str, key: str = "path") -> Path:
@@ -253,7 +263,7 @@ def iter_source(cfg: dict, where: str) -> Iterator[Item]:
     if kind == "s3":
         from siamdiff.storage.ingest import s3_items  # written by the storage part; same Item records
 
-        return s3_items(cfg)
+        return s3_items(cfg, where=where)  # refuses credentials / unknown keys / URL user info at once
     raise SiamdiffError(f"params.yaml: {where}.type '{kind}' is unknown; use one of {', '.join(SOURCE_TYPES)}")
 
 
@@ -268,22 +278,24 @@ def describe(cfg: dict) -> str:
 
 
 # ------------------------------------------------------------------ ingest
-def _load(item: Item) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _load(item: Item) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """Decode an item's pair; also returns the conversions made, as (file name, note) pairs."""
     iname = item.image_name or (str(item.image) if isinstance(item.image, (str, Path)) else item.id)
     mname = item.mask_name or (str(item.mask) if isinstance(item.mask, (str, Path)) else item.id + "_mask")
     notes: list[str] = []
+    mask_notes: list[str] = []
     if isinstance(item.image, np.ndarray):
         image = item.image
     else:
         data = item.image if isinstance(item.image, (bytes, bytearray)) else im.read_bytes(item.image)
         image, notes = im.decode_image(bytes(data), iname)
     if isinstance(item.mask, np.ndarray):
-        mask = im.binarise_mask(item.mask, mname)
+        mask = im.binarise_mask(item.mask, mname, notes=mask_notes)
     else:
         data = item.mask if isinstance(item.mask, (bytes, bytearray)) else im.read_bytes(item.mask)
-        mask = im.decode_mask(bytes(data), mname)
+        mask = im.decode_mask(bytes(data), mname, mask_notes)
     im.check_pair(image, mask, iname, mname)
-    return image, mask, notes
+    return image, mask, [(iname, n) for n in notes] + [(mname, f"mask: {n}") for n in mask_notes]
 
 
 def _check_names(item: Item, where: str) -> None:
@@ -292,6 +304,25 @@ def _check_names(item: Item, where: str) -> None:
     for what, v in (("patient", item.patient), ("frame", item.frame)):
         if not NAME_RE.match(str(v)):
             raise SiamdiffError(f"{item.image_name or where}: {what} {v!r} may only hold letters, digits and '_'")
+
+
+MOSTLY_FOREGROUND = 0.9  # masks with more foreground than this (but not all) are counted and logged
+MASK_TALLIES = ("empty_masks", "full_masks", "mostly_foreground_masks")
+
+
+def mask_tally(mask: np.ndarray) -> str | None:
+    """The count an unusual mask goes to: no foreground, all foreground, > 90% foreground; None otherwise."""
+    cover = float(mask.mean()) if mask.size else 0.0
+    if cover == 0:
+        return "empty_masks"
+    if cover == 1:
+        return "full_masks"
+    return "mostly_foreground_masks" if cover > MOSTLY_FOREGROUND else None
+
+
+def _tallies(c: dict) -> str:
+    return (f"{c['empty_masks']} empty, {c['full_masks']} all foreground, "
+            f"{c['mostly_foreground_masks']} mostly foreground (> {MOSTLY_FOREGROUND:.0%})")
 
 
 def ingest(params: dict, raw_dir: str | Path = "data/raw", plot_path: str | Path | None = "plots/ingest/examples.png",
@@ -311,6 +342,7 @@ def ingest(params: dict, raw_dir: str | Path = "data/raw", plot_path: str | Path
         for si, cfg in enumerate(sources):
             where = f"ingest.sources[{si}]"
             n_before = len(records)
+            src = {"items": 0, **dict.fromkeys(MASK_TALLIES, 0)}
             for item in iter_source(cfg, where):
                 _check_names(item, where)
                 iid = item.id
@@ -320,16 +352,23 @@ def ingest(params: dict, raw_dir: str | Path = "data/raw", plot_path: str | Path
                                         "ids {dataset}-{patient}-{frame} must be unique: rename one or give the source another dataset name")
                 seen[iid] = origin
                 image, mask, notes = _load(item)
-                c = counts.setdefault(item.dataset, {"items": 0, "empty_masks": 0, "patients": set(), "converted": {}})
+                c = counts.setdefault(item.dataset, {"items": 0, **dict.fromkeys(MASK_TALLIES, 0), "patients": set(),
+                                                     "converted": {}})
                 c["items"] += 1
+                src["items"] += 1
                 c["patients"].add(item.patient)
-                empty = not mask.any()
-                if empty:
-                    c["empty_masks"] += 1
-                for note in notes:
+                tally = mask_tally(mask)
+                if tally:
+                    c[tally] += 1
+                    src[tally] += 1
+                    if tally != "empty_masks" and c[tally] <= 5:
+                        log(stage, f"{item.mask_name or iid}: mask is {mask.mean():.1%} foreground "
+                                   f"(counted in {tally}); check it is not inverted")
+                empty = tally == "empty_masks"
+                for name, note in notes:
                     c["converted"][note] = c["converted"].get(note, 0) + 1
                     if c["converted"][note] <= 5:
-                        log(stage, f"{origin}: {note}")
+                        log(stage, f"{name}: {note}")
                 img_rel = f"{item.dataset}/img/{iid}.png"
                 mask_rel = f"{item.dataset}/mask/{iid}_mask.png"
                 img_bytes, mask_bytes = im.encode_png(image), im.encode_png(mask, rgb=False)
@@ -351,15 +390,19 @@ def ingest(params: dict, raw_dir: str | Path = "data/raw", plot_path: str | Path
                     log(stage, f"{n} items ({n / max(time.time() - t0, 1e-9):.1f}/s)")
             if len(records) == n_before:
                 raise SiamdiffError(f"params.yaml: {where} ({cfg.get('type')}) yielded no items; check its path/params")
+            from siamdiff.storage.credentials import check_no_secrets
+
+            check_no_secrets(cfg, where)  # defence in depth: no credential is ever written to the manifest
             described.append({"type": cfg.get("type"), "config": cfg, "items": len(records) - n_before,
-                              "description": describe(cfg)})
+                              "counts": src, "description": describe(cfg)})
+            log(stage, f"{where} ({cfg.get('type')}): {src['items']} pairs; masks: {_tallies(src)}")
         for c in counts.values():
             c["patients"] = len(c["patients"])
         manifest = mf.build(described, records, counts)
         mf.write(tmp, manifest)
     for ds, c in sorted(counts.items()):
         conv = ", ".join(f"{k}: {v}" for k, v in c["converted"].items()) or "no conversions"
-        log(stage, f"{ds}: {c['items']} pairs, {c['patients']} patients, {c['empty_masks']} empty masks kept; {conv}")
+        log(stage, f"{ds}: {c['items']} pairs, {c['patients']} patients; masks: {_tallies(c)} (all kept); {conv}")
     log(stage, f"wrote {len(records)} pairs + {mf.MANIFEST_NAME} to {raw_dir} in {time.time() - t0:.1f}s")
     if plot_path is not None:
         write_examples(tiles, plot_path)

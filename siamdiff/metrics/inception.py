@@ -88,8 +88,8 @@ def inception_features(rgb: torch.Tensor, progress: bool = False) -> torch.Tenso
     x = to_nchw_uint8(rgb)
     chunks = range(0, x.shape[0], net.batch_size)
     if progress:
-        from tqdm.auto import tqdm
+        from siamdiff.utils import progress as progress_bar
 
-        chunks = tqdm(chunks, desc="inception", leave=False)
+        chunks = progress_bar(chunks, desc="inception", leave=False)
     out = [net(x[i:i + net.batch_size]) for i in chunks]
     return torch.cat(out) if out else torch.zeros(0, NUM_FEATURES, dtype=torch.float64)

@@ -64,9 +64,9 @@ def train_segmenter(rgb: torch.Tensor, masks: torch.Tensor, channels=(16, 32, 64
     total = int(max_steps) if max_steps is not None else int(epochs) * per_epoch
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from siamdiff.utils import progress as progress_bar
 
-        bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+        bar = progress_bar(total=total, desc=desc, unit="step", leave=False)
     model.train()
     step = 0
     while step < total:
@@ -124,7 +124,10 @@ def save_segmenter(model: torch.nn.Module, folder: str | os.PathLike, config: di
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    from siamdiff.utils import sha256_file
+
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS))
+    config = {**config, "weights_sha256": sha256_file(folder / WEIGHTS)}  # checked by load_segmenter
     (folder / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -134,7 +137,21 @@ def load_segmenter(folder: str | os.PathLike) -> torch.nn.Module:
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
         raise SiamdiffError(f"{folder}: not a segmenter folder ({WEIGHTS} + {CONFIG}); run `dvc repro segment`")
-    cfg = json.loads((folder / CONFIG).read_text())
-    model = build_unet(cfg["channels"], cfg.get("num_res_units", 1))
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    from siamdiff.utils import sha256_file
+
+    fix = f"rerun `dvc repro -f -s segment` or restore it with `dvc checkout {folder}`"
+    try:
+        cfg = json.loads((folder / CONFIG).read_text())
+        channels = cfg["channels"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise SiamdiffError(f"{folder / CONFIG}: unreadable segmenter config ({e}); {fix}") from e
+    want = cfg.get("weights_sha256")
+    if want is not None and sha256_file(folder / WEIGHTS) != want:
+        raise SiamdiffError(f"{folder / WEIGHTS}: SHA-256 differs from the one recorded in {folder / CONFIG} "
+                            f"(damaged model file); {fix}")
+    model = build_unet(channels, cfg.get("num_res_units", 1))
+    try:
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    except Exception as e:  # safetensors' own error type, or a shape mismatch (RuntimeError)
+        raise SiamdiffError(f"{folder / WEIGHTS}: cannot load the segmenter ({str(e).splitlines()[0]}); {fix}") from e
     return model.eval()

@@ -71,14 +71,25 @@ def load_pretrained_vae(pretrained: str | os.PathLike | None, param: str = "auto
     return vae
 
 
-def load_autoencoder(folder: str | os.PathLike):
-    """The stage output `models/autoencoder` (a plain `save_pretrained` folder), frozen, eval mode."""
+def load_autoencoder(folder: str | os.PathLike, verify: bool = True):
+    """The stage output `models/autoencoder` (a plain `save_pretrained` folder), frozen, eval mode.
+
+    `verify`: check its files against the SHA-256s in its siamdiff.json first (`registry.verify_model`);
+    pass False only when the caller has just verified the folder itself (to read the weights once)."""
     from diffusers import AutoencoderKL
+
+    from siamdiff.model.registry import verify_model
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise SiamdiffError(f"{folder}: no autoencoder here; run `dvc repro autoencoder`")
-    vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    if verify:
+        verify_model(folder, stage="autoencoder")
+    try:
+        vae = AutoencoderKL.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise SiamdiffError(f"{folder}: cannot load the autoencoder ({e}); rerun `dvc repro -f -s autoencoder` "
+                            f"or restore it with `dvc checkout {folder}`") from e
     return vae.eval().requires_grad_(False)
 
 
@@ -147,14 +158,15 @@ def train_autoencoder(vae, train_x, *, steps: int, batch_size: int, lr: float, k
     (LDM's relative weighting); AdamW with linear warm-up then cosine decay. `on_step(step, loss)`.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from siamdiff.utils import progress as progress_bar
 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
     vae.train()
-    bar = tqdm(range(steps), desc="autoencoder", disable=not progress, mininterval=5)
+    bar = progress_bar(range(steps), desc="autoencoder", disable=not progress, mininterval=5)
     for step in bar:
         idx = torch.randint(len(train_x), (batch_size,), generator=g)
         x = train_x[idx]

@@ -88,15 +88,26 @@ def save_backbone(folder, unet, tokenizer, text_encoder, scheduler) -> None:
     scheduler.save_pretrained(folder / "scheduler")
 
 
-def load_backbone(folder):
-    """(unet, tokenizer, text_encoder, scheduler) from `models/backbone` (or any SD-layout folder)."""
+def load_backbone(folder, verify: bool = True):
+    """(unet, tokenizer, text_encoder, scheduler) from `models/backbone` (or any SD-layout folder).
+
+    `verify`: check its files against the SHA-256s in its siamdiff.json first (`registry.verify_model`);
+    pass False only when the caller has just verified the folder itself (to read the weights once)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    from siamdiff.model.registry import verify_model
 
     folder = Path(folder)
     if not (folder / "unet" / "config.json").is_file():
         raise SiamdiffError(f"{folder}: no backbone here; run `dvc repro backbone`")
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
-    scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
+    if verify:
+        verify_model(folder, stage="backbone")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
+        scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise SiamdiffError(f"{folder}: cannot load the backbone UNet/scheduler ({e}); rerun "
+                            f"`dvc repro -f -s backbone` or restore it with `dvc checkout {folder}`") from e
     tokenizer, text_encoder = load_text(folder)
     return unet, tokenizer, text_encoder, scheduler
 
@@ -114,7 +125,8 @@ def train_backbone(unet, latent_mean, latent_std, cond, uncond, *, scaling_facto
     `on_step(step, loss)`.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from siamdiff.utils import progress as progress_bar
 
     scheduler = make_train_scheduler()
     g = torch.Generator().manual_seed(seed)
@@ -122,7 +134,7 @@ def train_backbone(unet, latent_mean, latent_std, cond, uncond, *, scaling_facto
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
     unet.train()
-    bar = tqdm(range(steps), desc="backbone", disable=not progress, mininterval=5)
+    bar = progress_bar(range(steps), desc="backbone", disable=not progress, mininterval=5)
     T = scheduler.config.num_train_timesteps
     snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
     weight = (snr.clamp(max=snr_gamma) / snr) if snr_gamma else torch.ones_like(snr)
@@ -152,7 +164,8 @@ def sample_latents(unet, cond, uncond, *, n: int, shape, scheduler_config=None, 
                    guidance: float = 3.0, seed: int = 0, progress: bool = False):
     """DDIM (eta 0) with classifier-free guidance; returns scaled latents [n, C, h, w]."""
     import torch
-    from tqdm.auto import tqdm
+
+    from siamdiff.utils import progress as progress_bar
 
     ddim = make_sampling_scheduler(scheduler_config)
     ddim.set_timesteps(steps)
@@ -160,7 +173,7 @@ def sample_latents(unet, cond, uncond, *, n: int, shape, scheduler_config=None, 
     z = (torch.randn((n, *shape), generator=g) * ddim.init_noise_sigma).to(unet.device)
     text = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
     with torch.no_grad():
-        for t in tqdm(ddim.timesteps, desc="ddim", disable=not progress):
+        for t in progress_bar(ddim.timesteps, desc="ddim", disable=not progress):
             eps_u, eps_c = unet(torch.cat([z, z]), t, encoder_hidden_states=text).sample.chunk(2)
             z = ddim.step(eps_u + guidance * (eps_c - eps_u), t, z).prev_sample
     return z

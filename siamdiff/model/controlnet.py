@@ -17,8 +17,10 @@ import functools
 import math
 
 import torch
-from diffusers import ControlNetModel, UNet2DConditionModel
+from diffusers import ControlNetModel, ModelMixin, UNet2DConditionModel  # noqa: F401  ModelMixin: diffusers'
 
+# pipeline loader looks the base class up in the module a component is declared in (model_index.json:
+# ["siamdiff.model.controlnet", "SiameseControlNet"]) to find its from_pretrained
 from siamdiff.model.dhi import DenseHintInput
 
 

@@ -1,7 +1,10 @@
 """The trained generator folder `models/siamese/` (ARCHITECTURE.md): self-contained, diffusers format.
 
-    controlnet/ (SiameseControlNet, DHI inside)  unet/  scheduler/  vae/  text_encoder/  tokenizer/
-    color_stats.json  siamdiff.json (params, input hashes, prompt, size, colour space)
+    model_index.json (a `SiameseDiffusionPipeline`, siamdiff/sample/pipeline.py: load it with
+    `DiffusionPipeline.from_pretrained` after `import siamdiff`)
+    controlnet/ (SiameseControlNet, DHI inside)  unet/  scheduler/ (DDIM)  vae/  text_encoder/  tokenizer/
+    color_stats.json  README.md (model card)  siamdiff.json (params, input hashes, prompt, size, colour space,
+    the SHA-256 of every file)
 """
 from __future__ import annotations
 
@@ -28,30 +31,35 @@ class Generator:
     prompt: str
     size: int
     record: dict | None = None
+    folder_hash: str | None = None  # the loaded folder's hash (verified against its record)
 
 
 def save_generator(folder: str | os.PathLike, controlnet, unet, vae, tokenizer, text_encoder, color_stats: dict,
-                   record: dict, scheduler=None) -> None:
-    """Write every part with `save_pretrained` (safetensors) + `color_stats.json` + `siamdiff.json`.
+                   record: dict, scheduler=None, metrics: dict | None = None) -> None:
+    """Save a `SiameseDiffusionPipeline` (`save_pretrained`: model_index.json + every part, safetensors; the
+    scheduler as DDIM on `scheduler`'s betas) + `color_stats.json` + the model card `README.md` + `siamdiff.json`.
 
     `record` = {"params": ..., "inputs": {name: sha256}, "prompt": str, "size": int, ...}: `params` and
-    `inputs` go to `registry.write_record`, the rest is stored beside them.
+    `inputs` go to `registry.write_record`, the rest is stored beside them (an optional "data":
+    {"datasets": {name: rows}} goes into the card). `metrics`: known at save time (the card lists them).
     """
+    from siamdiff.model.card import model_card
     from siamdiff.model.registry import write_record
-    from siamdiff.model.schedule import make_train_scheduler
+    from siamdiff.model.schedule import make_sampling_scheduler, make_train_scheduler
+    from siamdiff.sample.pipeline import SiameseDiffusionPipeline
 
     folder = Path(folder)
     for key in ("prompt", "size"):
         if key not in record:
             raise ValueError(f"save_generator: record needs {key!r}")
     folder.mkdir(parents=True, exist_ok=True)
-    controlnet.save_pretrained(folder / "controlnet", safe_serialization=True)
-    unet.save_pretrained(folder / "unet", safe_serialization=True)
-    (scheduler or make_train_scheduler()).save_pretrained(folder / "scheduler")
-    vae.save_pretrained(folder / "vae", safe_serialization=True)
-    tokenizer.save_pretrained(folder / "tokenizer")
-    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    pipe = SiameseDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, controlnet=controlnet,
+        scheduler=make_sampling_scheduler((scheduler or make_train_scheduler()).config),
+        color_stats=dict(color_stats), default_prompt=record["prompt"], image_size=int(record["size"]))
+    pipe.save_pretrained(folder, safe_serialization=True)
     (folder / "color_stats.json").write_text(json.dumps(dict(color_stats), indent=2, sort_keys=True) + "\n")
+    (folder / "README.md").write_text(model_card(record, dict(color_stats), metrics))
     extra = {k: v for k, v in record.items() if k not in ("params", "inputs")}
     write_record(folder, record.get("params", {}), record.get("inputs", {}), **extra)
 
@@ -69,7 +77,7 @@ def load_generator(folder: str | os.PathLike, device: str = "cpu") -> Generator:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
     from siamdiff.model.controlnet import SiameseControlNet
-    from siamdiff.model.registry import read_record
+    from siamdiff.model.registry import read_record, verify_model
     from siamdiff.model.text import load_text
 
     folder = Path(folder)
@@ -81,6 +89,7 @@ def load_generator(folder: str | os.PathLike, device: str = "cpu") -> Generator:
         raise SiamdiffError(f"{folder}: not a siamdiff generator (missing {what}); point at the train stage's "
                             "output models/siamese")
     record = read_record(folder)
+    digest = verify_model(folder, stage="train")  # every weight file's SHA-256, before any is loaded
     try:
         controlnet = SiameseControlNet.from_pretrained(folder / "controlnet", local_files_only=True)
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
@@ -93,4 +102,5 @@ def load_generator(folder: str | os.PathLike, device: str = "cpu") -> Generator:
         m.to(device).eval().requires_grad_(False)
     return Generator(controlnet=controlnet, unet=unet, vae=vae, tokenizer=tokenizer, text_encoder=text_encoder,
                      color_stats=_load_color_stats(folder / "color_stats.json"), scheduler=scheduler,
-                     prompt=record.get("prompt", ""), size=int(record.get("size", 0)), record=record)
+                     prompt=record.get("prompt", ""), size=int(record.get("size", 0)), record=record,
+                     folder_hash=digest)

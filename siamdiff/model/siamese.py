@@ -42,7 +42,7 @@ LOSS_MODES = ("siamese", "mask-only")
 TERMS = ("mask_diffusion", "image_diffusion", "noise_consistency", "online_augmentation")  # L0, L1, L2, L3
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepConfig:
     loss: str = "siamese"          # siamese (L0-L3) | mask-only (L0 only)
     lambda_c: float = 1.0          # weight of L2 at this step (annealing is the caller's: schedules.lambda_c)

@@ -4,7 +4,8 @@
         eps = eps(z_t, t, "", m) + w * (eps(z_t, t, prompt, m) - eps(z_t, t, "", m))
     The unconditional pass uses the empty prompt and the SAME mask.
 
-Two things make it fast without changing a single number:
+`sample_from_masks` runs the one sampling loop, `SiameseDiffusionPipeline.__call__` (siamdiff/sample/pipeline.py),
+on a saved pipeline or on loaded parts (training previews). Two things make it fast without changing a number:
 - the hint encoder (DHI) depends only on the mask, so its output is computed once per image, not per step;
 - the unconditional and conditional halves run as one batch through the ControlNet and the UNet.
 
@@ -57,11 +58,15 @@ def _text(gen, prompt: str, batch: int, device) -> tuple[torch.Tensor, torch.Ten
     return uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)
 
 
-def _prepare(gen, masks: torch.Tensor, seeds: Sequence[int]):
+def _check(masks: torch.Tensor, seeds: Sequence[int]) -> None:
     if masks.ndim != 4 or masks.shape[1] != 1:
         raise ValueError(f"masks must be [B, 1, S, S], got {tuple(masks.shape)}")
     if len(seeds) != masks.shape[0]:
         raise ValueError(f"{len(seeds)} seeds for {masks.shape[0]} masks")
+
+
+def _prepare(gen, masks: torch.Tensor, seeds: Sequence[int]):
+    _check(masks, seeds)
     device = next(gen.unet.parameters()).device
     dtype = next(gen.unet.parameters()).dtype
     mask3 = (masks > 0.5).to(device=device, dtype=dtype).repeat(1, 3, 1, 1)  # DHI input: [B,3,S,S] in {0,1}
@@ -92,9 +97,9 @@ def _eps(gen, z, t, text_emb, hint_embedding):
 def _progress(iterable, enabled: bool, desc: str):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from siamdiff.utils import progress
 
-    return tqdm(iterable, desc=desc, leave=False)
+    return progress(iterable, desc=desc, leave=False)
 
 
 @torch.inference_mode()
@@ -102,33 +107,26 @@ def sample_from_masks(gen, masks: torch.Tensor, seeds: Sequence[int], prompt: st
                       guidance: float = 9.0, progress: bool = True, output: str = "rgb") -> torch.Tensor:
     """Generate one image per mask. masks `[B,1,S,S]` float in {0,1} -> rgb uint8 `[B,S,S,3]`.
 
+    `gen`: a `SiameseDiffusionPipeline`, or loaded parts (`siamdiff.model.generator.Generator`); the loop is the
+    pipeline's (`siamdiff.sample.pipeline`), each image's noise from `torch.Generator().manual_seed(seed)`.
     `output="working"` returns the decoded, clamped working-space images `[B,3,S,S]` float instead
     (before quantisation; used to compare samplers to 1e-4).
 
     Hint embedding once per image; conditional and unconditional halves as one batch (guidance 1 skips
     the unconditional half, since it then has weight 0).
     """
-    device, dtype, mask3, latents = _prepare(gen, masks, seeds)
-    b = latents.shape[0]
-    sched = _scheduler(gen, steps)
-    latents = latents * sched.init_noise_sigma
-    uncond, cond = _text(gen, prompt, b, device)
-    hint = gen.controlnet.controlnet_cond_embedding(mask3)  # depends only on the mask: once per image
-    use_cfg = float(guidance) != 1.0
-    if use_cfg:
-        text_emb = torch.cat([uncond, cond]).to(dtype)
-        hint = torch.cat([hint, hint])
-    else:
-        text_emb = cond.to(dtype)
-    for t in _progress(sched.timesteps, progress, "DDIM"):
-        z = torch.cat([latents, latents]) if use_cfg else latents
-        z = sched.scale_model_input(z, t)
-        eps = _eps(gen, z, t, text_emb, hint)
-        if use_cfg:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance * (eps_c - eps_u)
-        latents = sched.step(eps, t, latents, eta=0.0).prev_sample
-    return _decode(gen, latents, output)
+    from siamdiff.sample.pipeline import pipeline_from_parts
+
+    if output not in ("rgb", "working"):
+        raise ValueError(f"output must be 'rgb' or 'working', got {output!r}")
+    _check(masks, seeds)
+    pipe = pipeline_from_parts(gen)
+    pipe.set_progress_bar_config(disable=not progress, desc="DDIM", leave=False)
+    generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+    latents = pipe(mask_image=masks, prompt=prompt, num_inference_steps=steps, guidance_scale=guidance,
+                   height=masks.shape[-2], width=masks.shape[-1], generator=generators, output_type="latent").images
+    working = pipe.decode_working(latents)
+    return working if output == "working" else pipe.to_rgb(working)
 
 
 @torch.inference_mode()

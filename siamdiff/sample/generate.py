@@ -42,6 +42,7 @@ def generate_pairs(gen, masks: torch.Tensor, mask_ids: Sequence[str], seeds: Seq
                    progress=None) -> torch.Tensor:
     """One image per (mask, run seed): masks uint8/float `[N,S,S]` in {0,1} -> rgb uint8 `[N,S,S,3]`.
 
+    `gen`: a `SiameseDiffusionPipeline` (`siamdiff.sample.pipeline.load_pipeline`) or loaded generator parts.
     `progress` is an optional tqdm bar advanced by the number of images per batch.
     """
     from siamdiff.sample.ddim import sample_from_masks
@@ -146,43 +147,70 @@ def load_user_masks(masks_dir: str | os.PathLike, size: int, fit: str = "crop") 
     return ids, np.stack(out)
 
 
-def generate_from_folder(model, masks, out, k: int = 1, seed: int = 0, steps: int = 50, guidance: float = 9.0,
-                         prompt: str | None = None, batch_size: int = 16, progress: bool = True) -> Path:
+# when a model's record holds no preview settings (a model saved outside the train stage)
+FALLBACK_STEPS, FALLBACK_GUIDANCE = 50, 9.0
+
+
+def sampling_defaults(gen) -> tuple[int, float, str]:
+    """(DDIM steps, guidance, where from) for a model: the `train.preview_steps` / `train.preview_guidance` its
+    record (siamdiff.json) says its training previews were drawn with, else 50 and 9.0."""
+    rec = getattr(gen, "record", None) or {}
+    params = rec.get("params", {}) if isinstance(rec, dict) else {}
+    params = params if isinstance(params, dict) else {}
+    steps, guidance = params.get("preview_steps"), params.get("preview_guidance")
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1 and \
+            isinstance(guidance, (int, float)) and not isinstance(guidance, bool):
+        return steps, float(guidance), "the model's train.preview_steps/preview_guidance"
+    return FALLBACK_STEPS, FALLBACK_GUIDANCE, "no preview settings in the model's record: the defaults"
+
+
+def generate_from_folder(model, masks, out, k: int = 1, seed: int = 0, steps: int | None = None,
+                         guidance: float | None = None, prompt: str | None = None, batch_size: int = 16,
+                         progress: bool = True) -> Path:
     """`siamdiff generate`: k samples per mask in `masks` with the generator in `model`, into `out`.
 
+    Each sample is the model's own size (`image_size`, the training `preprocess.size`): masks are binarised and
+    centroid-cropped (or padded, as the model's data was) to a square and resized as in preprocessing.
+    `steps`/`guidance` None: what the model's training previews used (`sampling_defaults`).
     Everything is written into a temporary folder beside `out` and renamed onto it at the end, so `out`
     never holds a partial result. `out` must not exist yet or be empty.
     """
-    from siamdiff.model.generator import load_generator
     from siamdiff.model.registry import folder_hash
+    from siamdiff.sample.pipeline import load_pipeline
 
     model, masks_dir, out = Path(model), Path(masks), Path(out)
     if int(k) < 1:
         raise SiamdiffError(f"-k must be at least 1, got {k}")
-    if int(steps) < 1:
+    if steps is not None and int(steps) < 1:
         raise SiamdiffError(f"--steps must be at least 1, got {steps}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SiamdiffError(f"{out}: already exists and is not empty; choose a new --out folder or remove it")
     if not model.is_dir():
         raise SiamdiffError(f"{model}: model folder not found; pass a models/siamese folder (dvc repro train)")
     _mask_files(masks_dir)  # mask-folder errors first: cheap, and independent of the model
-    # raises SiamdiffError for a folder that is not a siamdiff model
-    gen = load_generator(model, device="cuda" if torch.cuda.is_available() else "cpu")
+    # raises SiamdiffError for a folder that is not a siamdiff model, or a damaged one (SHA-256 per file)
+    gen = load_pipeline(model, device="cuda" if torch.cuda.is_available() else "cpu")
     fit = _fit_of(gen)
-    ids, m = load_user_masks(masks_dir, int(gen.size), fit)
-    prompt = gen.prompt if prompt is None else prompt
-    model_hash = folder_hash(model)
+    own_steps, own_guidance, source = sampling_defaults(gen)
+    defaulted = [name for name, v in (("steps", steps), ("guidance", guidance)) if v is None]
+    if defaulted:
+        log("generate", f"{' and '.join(defaulted)} from {source}")
+    steps = own_steps if steps is None else int(steps)
+    guidance = own_guidance if guidance is None else float(guidance)
+    ids, m = load_user_masks(masks_dir, int(gen.config.image_size), fit)
+    prompt = gen.config.default_prompt if prompt is None else prompt
+    model_hash = gen.folder_hash or folder_hash(model)  # verified against its record by load_pipeline
     all_ids = [i for i in ids for _ in range(k)]
     samples = [j for _ in ids for j in range(k)]
     seeds = [int(seed) + j for j in samples]
     mt = torch.from_numpy(m).repeat_interleave(k, dim=0)
     log("generate", f"{len(ids)} masks from {masks_dir} x {k} samples, {steps} DDIM steps, guidance {guidance}, "
-                    f"model {model} ({model_hash[:12]})")
+                    f"{m.shape[-1]}x{m.shape[-1]} px ({fit}), model {model} ({model_hash[:12]})")
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from siamdiff.utils import progress as progress_bar
 
-        bar = tqdm(total=len(mt), desc="generate", unit="img")
+        bar = progress_bar(total=len(mt), desc="generate", unit="img")
     try:
         rgb = generate_pairs(gen, mt, all_ids, seeds, samples, prompt, steps, guidance, batch_size, bar)
     finally:
@@ -199,9 +227,11 @@ def generate_from_folder(model, masks, out, k: int = 1, seed: int = 0, steps: in
 
 def _fit_of(gen) -> str:
     """The preprocess `fit` the model's data used (crop unless its record says pad)."""
+    from siamdiff.data.preprocess import FITS
+
     rec = getattr(gen, "record", None) or {}
     params = rec.get("params", {}) if isinstance(rec, dict) else {}
     for section in (rec.get("preprocess", {}), params.get("preprocess", {}), rec, params):
-        if isinstance(section, dict) and section.get("fit") in ("crop", "pad"):
+        if isinstance(section, dict) and section.get("fit") in FITS:
             return section["fit"]
     return "crop"

@@ -11,16 +11,24 @@ for this process and its children) and never written to logs or to `repr()`. The
 4. a named AWS profile (`profile` option of the DVC remote, or `AWS_PROFILE`).
 
 The endpoint: explicit argument > the remote's `endpointurl` > `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` >
-AWS itself (None).
+AWS itself (None). An endpoint is a plain `http(s)://host[:port]`: one carrying user info
+(`http://KEY:SECRET@host`) is refused wherever it comes from, and every message prints endpoints through
+`redact_url`, so user info never reaches a log.
+
+Secrets never go in params.yaml (DVC records it in dvc.lock and the run cache, ingest in
+data/raw/manifest-v1.json, and `siamdiff publish` uploads that): `secret_paths` finds credential-looking
+keys and values in a config, `check_no_secrets` refuses them with a pointer to the mechanisms above.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
+from siamdiff.credential_names import KEYS_POINTER, is_credential_key
 from siamdiff.utils import SiamdiffError
 
 # Bounded by default so that a wrong endpoint or wrong keys fail in seconds, not minutes.
@@ -52,9 +60,101 @@ class S3Settings:
     read_timeout: float = READ_TIMEOUT
     max_attempts: int = MAX_ATTEMPTS
 
+    def __post_init__(self):
+        check_endpoint_url(self.endpoint_url, "S3 endpoint")
+
     @property
     def endpoint_label(self) -> str:
-        return self.endpoint_url or "AWS S3 (no custom endpoint)"
+        return redact_url(self.endpoint_url) if self.endpoint_url else "AWS S3 (no custom endpoint)"
+
+
+# ------------------------------------------------------------------------------------------------ secrets
+# scheme://<anything without blanks or quotes>@ : the user-info part of a URL (greedy: a secret may hold '/')
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s'\"<>]*@")
+_AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
+
+def redact_url(url) -> str:
+    """`url` with any user info replaced by `***` (`http://KEY:SECRET@host` -> `http://***@host`)."""
+    return _URL_USERINFO.sub(r"\1***@", str(url))
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """`text` with URL user info and the given secret strings replaced by `***` (for messages and logs)."""
+    text = _URL_USERINFO.sub(r"\1***@", str(text))
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "***")
+    return text
+
+
+def secret_paths(obj, where: str) -> list[tuple[str, str]]:
+    """[(dotted path, why)] of every credential in a config: a credential-named key with a value, a URL with
+    user info, an AWS access key id. Never returns the secret itself."""
+    out: list[tuple[str, str]] = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            path = f"{where}.{k}"
+            if is_credential_key(k) and v not in (None, "", [], {}):
+                out.append((path, "a credential"))
+            else:
+                out.extend(secret_paths(v, path))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.extend(secret_paths(v, f"{where}[{i}]"))
+    elif isinstance(obj, (str, bytes)):
+        s = obj.decode(errors="replace") if isinstance(obj, bytes) else obj
+        if _URL_USERINFO.search(s):
+            out.append((where, "a URL with user info (name:password@)"))
+        elif _AWS_KEY_ID.search(s):
+            out.append((where, "an AWS access key id"))
+    return out
+
+
+def check_no_secrets(obj, where: str, file: str = "params.yaml", why: str = "") -> None:
+    """Refuse a config holding a credential (see `secret_paths`), naming its key but never its value."""
+    found = secret_paths(obj, where)
+    if not found:
+        return
+    names = ", ".join(p for p, _ in found)
+    kinds = sorted({k for _, k in found})
+    one = len(found) == 1
+    what = ("a credential" if one else "credentials") if kinds == ["a credential"] else " / ".join(kinds)
+    why = why or ("DVC records params.yaml in dvc.lock and its run cache, ingest records the source in "
+                  "data/raw/manifest-v1.json, and `siamdiff publish` uploads that")
+    url = any(k.startswith("a URL") for _, k in found)
+    fix = ("drop the user info from the URL (keep scheme://host[:port]/...)" if url and one
+           else f"remove {'it' if one else 'them'}" + (" (drop a URL's user info)" if url else ""))
+    raise SiamdiffError(f"{file}: {names} {'holds' if one else 'hold'} {what}: refused, credentials never go in "
+                        f"{file} ({why}); {fix} and {KEYS_POINTER}; rotate the key if it was committed or used "
+                        "in a run")
+
+
+def check_endpoint_url(url, origin: str) -> str | None:
+    """`url` if it is a usable S3 endpoint (`http(s)://host[:port][/path]`), None if unset; else a clear error.
+
+    User info (`http://KEY:SECRET@host`) is refused, and the message shows the URL redacted.
+    """
+    if url is None or url == "":
+        return None
+    if not isinstance(url, str):
+        raise SiamdiffError(f"{origin}: the S3 endpoint URL must be a string like http://127.0.0.1:9000, "
+                            f"got {type(url).__name__}")
+    shown = redact_url(url)
+    if "@" in url:
+        raise SiamdiffError(f"{origin}: the S3 endpoint URL {shown} carries user info (name:password@) and is "
+                            f"refused: URLs are logged and recorded, credentials never go in one; give the "
+                            f"endpoint as scheme://host[:port] and {KEYS_POINTER}")
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        _ = u.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        u = None
+    if u is None or u.scheme not in ("http", "https") or not u.hostname or any(c.isspace() for c in url):
+        raise SiamdiffError(f"{origin}: the S3 endpoint URL {shown!r} is not an http(s)://host[:port] URL "
+                            "(e.g. http://127.0.0.1:9000)")
+    return url
 
 
 # ------------------------------------------------------------------------------------------------ DVC config
@@ -81,8 +181,11 @@ def read_dvc_config(project: str | os.PathLike | None = None) -> dict:
             continue
         try:
             conf = ConfigObj(str(path), encoding="utf-8")
-        except Exception as e:  # configobj.ConfigObjError
-            raise SiamdiffError(f"{path}: cannot parse DVC config ({e}); fix it with `dvc config` / `dvc remote modify`") from None
+        except Exception as e:  # configobj.ConfigObjError: its text quotes the line, which may hold a key
+            line = getattr(e, "line_number", None)
+            at = f" at line {line}" if line else ""
+            raise SiamdiffError(f"{path}: cannot parse DVC config{at} ({type(e).__name__}); fix it with "
+                                "`dvc config` / `dvc remote modify`") from None
         for section, values in conf.items():
             sec = section.strip()
             if sec == "core":
@@ -110,12 +213,23 @@ def _to_float(v, default):
 
 
 def resolve(endpoint_url: str | None = None, remote: str | None = None,
-            project: str | os.PathLike | None = None) -> S3Settings:
-    """Find the endpoint and credentials (see the module docstring for the order). Raises if none."""
+            project: str | os.PathLike | None = None, *,
+            endpoint_origin: str = "the endpoint URL given (--endpoint-url / endpoint_url)") -> S3Settings:
+    """Find the endpoint and credentials (see the module docstring for the order). Raises if none.
+
+    An endpoint with user info is refused, naming where it came from (`endpoint_origin` for the argument).
+    """
     disable_instance_metadata()
     conf = read_dvc_config(project)
     rconf = _remote_settings(remote, conf, "remote=") if remote else {}
 
+    for value, origin in ((endpoint_url, endpoint_origin),
+                          (rconf.get("endpointurl"), f".dvc/config: DVC remote {remote!r} endpointurl"),
+                          (os.environ.get("AWS_ENDPOINT_URL_S3"), "environment: AWS_ENDPOINT_URL_S3"),
+                          (os.environ.get("AWS_ENDPOINT_URL"), "environment: AWS_ENDPOINT_URL")):
+        if value:
+            check_endpoint_url(value, origin)
+            break
     endpoint = (endpoint_url or rconf.get("endpointurl") or os.environ.get("AWS_ENDPOINT_URL_S3")
                 or os.environ.get("AWS_ENDPOINT_URL") or None)
     region = rconf.get("region") or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
@@ -145,7 +259,7 @@ def resolve(endpoint_url: str | None = None, remote: str | None = None,
             if endpoint and r_endpoint and r_endpoint.rstrip("/") != endpoint.rstrip("/"):
                 continue
             if endpoint is None and r_endpoint:
-                endpoint = r_endpoint
+                endpoint = check_endpoint_url(r_endpoint, f".dvc/config: DVC remote {name!r} endpointurl")
             extra.update(connect_timeout=_to_float(r.get("connect_timeout"), CONNECT_TIMEOUT),
                          read_timeout=_to_float(r.get("read_timeout"), READ_TIMEOUT))
             if r.get("region"):
@@ -156,7 +270,8 @@ def resolve(endpoint_url: str | None = None, remote: str | None = None,
     if profile:
         return settings(None, None, None, f"AWS profile {profile!r}", profile=profile)
     raise SiamdiffError(
-        f"no S3 credentials for {endpoint or 'AWS S3'}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or store "
+        f"no S3 credentials for {redact_url(endpoint) if endpoint else 'AWS S3'}: set AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, or store "
         "them for a DVC remote with `dvc remote modify --local NAME access_key_id ...` and "
         "`dvc remote modify --local NAME secret_access_key ...` (see docs/S3.md)")
 
@@ -203,35 +318,45 @@ def client_error_code(e) -> str:
 @contextlib.contextmanager
 def s3_errors(s: S3Settings, what: str) -> Iterator[None]:
     """Turn botocore's exceptions into one clear `SiamdiffError` naming the endpoint and what to do."""
-    from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                     NoCredentialsError, PartialCredentialsError, ProfileNotFound,
-                                     ReadTimeoutError)
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ProfileNotFound,
+        ReadTimeoutError,
+    )
+
+    def fail(msg: str) -> SiamdiffError:
+        return SiamdiffError(redact(msg, s.secret_access_key, s.session_token))
 
     try:
         yield
     except (EndpointConnectionError, ConnectTimeoutError) as e:
-        raise SiamdiffError(f"cannot reach the S3 endpoint {s.endpoint_label} while {what} ({type(e).__name__}); "
-                            "is the server running and the endpoint URL right (--endpoint-url, the DVC remote's "
-                            "endpointurl or AWS_ENDPOINT_URL)?") from None
+        raise fail(f"cannot reach the S3 endpoint {s.endpoint_label} while {what} ({type(e).__name__}); "
+                   "is the server running and the endpoint URL right (--endpoint-url, the DVC remote's "
+                   "endpointurl or AWS_ENDPOINT_URL)?") from None
     except ReadTimeoutError:
-        raise SiamdiffError(f"the S3 endpoint {s.endpoint_label} did not answer within {s.read_timeout:g} s while "
-                            f"{what}; retry, or raise the DVC remote's read_timeout") from None
+        raise fail(f"the S3 endpoint {s.endpoint_label} did not answer within {s.read_timeout:g} s while "
+                   f"{what}; retry, or raise the DVC remote's read_timeout") from None
     except (NoCredentialsError, PartialCredentialsError, ProfileNotFound) as e:
-        raise SiamdiffError(f"no usable S3 credentials while {what} ({e}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                            "or `dvc remote modify --local NAME access_key_id ...`") from None
+        raise fail(f"no usable S3 credentials while {what} ({e}); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                   "or `dvc remote modify --local NAME access_key_id ...`") from None
     except ClientError as e:
         code = client_error_code(e)
         status = str(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         if code in _AUTH_CODES or status in ("401", "403"):
-            raise SiamdiffError(f"S3 at {s.endpoint_label} rejected the credentials from {s.source} while {what} "
-                                f"({code or status}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the DVC "
-                                "remote's access_key_id/secret_access_key in .dvc/config.local") from None
+            raise fail(f"S3 at {s.endpoint_label} rejected the credentials from {s.source} while {what} "
+                       f"({code or status}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the DVC "
+                       "remote's access_key_id/secret_access_key in .dvc/config.local") from None
         if code == "NoSuchBucket":
-            raise SiamdiffError(f"the bucket does not exist at {s.endpoint_label} while {what}; create it first "
-                                "(AWS: `aws s3 mb s3://BUCKET`; local server: `mkdir .s3/BUCKET`)") from None
-        raise SiamdiffError(f"S3 error at {s.endpoint_label} while {what}: {code or status} {e}") from None
+            raise fail(f"the bucket does not exist at {s.endpoint_label} while {what}; create it first "
+                       "(AWS: `aws s3 mb s3://BUCKET`; local server: `mkdir .s3/BUCKET`)") from None
+        raise fail(f"S3 error at {s.endpoint_label} while {what}: {code or status} {e}") from None
     except BotoCoreError as e:
-        raise SiamdiffError(f"S3 client error at {s.endpoint_label} while {what}: {e}") from None
+        raise fail(f"S3 client error at {s.endpoint_label} while {what}: {e}") from None
 
 
 def with_endpoint(s: S3Settings, endpoint_url: str | None) -> S3Settings:

@@ -10,9 +10,13 @@ params.yaml:
           splits: null                    # optional: e.g. [train]; default all splits
           datasets: null                  # optional: e.g. [kvasir-seg]; default all datasets
           jobs: 8                         # parallel downloads
+          limit: null                     # optional: at most this many items (after the filters)
 
-No secret ever goes into params.yaml (it is recorded in data/raw/manifest-v1.json): keys come from the
-environment or `.dvc/config.local` (siamdiff.storage.credentials).
+No secret ever goes into params.yaml (DVC records it in dvc.lock and the run cache, ingest in
+data/raw/manifest-v1.json, which `siamdiff publish` uploads): keys come from the environment or
+`.dvc/config.local` (siamdiff.storage.credentials). `check_source` refuses, before anything is read or
+written, a source config with a key other than SOURCE_KEYS, any credential-looking key or value
+(`aws_secret_access_key`, `secret_key`, `token`, `password`, ...), or an endpoint/URL with user info.
 
 Before anything is yielded, the manifest is read and every key it lists is checked against the layout
 (`..`/absolute keys refused) and against a listing of the prefix (a missing object is an error naming its
@@ -22,6 +26,7 @@ dependency (`remote://<remote>/siamese-data`, see docs/S3.md).
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections import deque
@@ -29,15 +34,73 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from siamdiff.storage import layout
-from siamdiff.storage.credentials import S3Settings, client_error_code, make_client, resolve, s3_errors
+from siamdiff.storage.credentials import (
+    S3Settings,
+    check_endpoint_url,
+    check_no_secrets,
+    client_error_code,
+    make_client,
+    resolve,
+    s3_errors,
+)
 from siamdiff.storage.publish import list_objects
 from siamdiff.utils import SiamdiffError, log
 
 STAGE = "ingest"
+# Every key an `s3` source accepts (nothing else; in particular no credential: see check_source).
+SOURCE_KEYS = ("type", "url", "remote", "endpoint_url", "splits", "datasets", "jobs", "limit")
+MAX_JOBS = 64
 
 
-def settings_for(cfg: dict) -> S3Settings:
-    return resolve(endpoint_url=cfg.get("endpoint_url"), remote=cfg.get("remote"))
+def check_source(cfg, where: str = "ingest s3 source") -> dict:
+    """Refuse a bad `type: s3` source config with one line naming the key; return it unchanged.
+
+    Credentials first (named by key, never by value), then unknown keys (with the nearest valid one),
+    then the values: `url` an s3:// URL without user info, `endpoint_url` a plain http(s)://host[:port],
+    `remote` a DVC remote name, `splits`/`datasets` lists of names, `jobs` an integer in 1..MAX_JOBS,
+    `limit` a positive integer.
+    """
+    if not isinstance(cfg, dict):
+        raise SiamdiffError(f"params.yaml: {where} must be a mapping (type: s3, url: s3://BUCKET/siamese-data)")
+    check_no_secrets(cfg, where)
+    for k in cfg:
+        if k not in SOURCE_KEYS:
+            near = difflib.get_close_matches(str(k), SOURCE_KEYS, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise SiamdiffError(f"params.yaml: {where}.{k}: unknown key of an s3 source; {hint}"
+                                f"valid keys: {', '.join(SOURCE_KEYS)}")
+    url = cfg.get("url")
+    if not url or not isinstance(url, str):
+        raise SiamdiffError(f"params.yaml: {where}.url is missing; the s3 ingest source needs "
+                            "`url: s3://BUCKET/siamese-data`")
+    try:
+        layout.parse_s3_url(url)
+    except SiamdiffError as e:
+        raise SiamdiffError(f"params.yaml: {where}.url: {e}") from None
+    check_endpoint_url(cfg.get("endpoint_url"), f"params.yaml: {where}.endpoint_url")
+    remote = cfg.get("remote")
+    if remote is not None and (not isinstance(remote, str) or not remote.strip() or any(c.isspace() for c in remote)):
+        raise SiamdiffError(f"params.yaml: {where}.remote must be the name of a DVC remote (`dvc remote list`) "
+                            f"or null, got {remote!r}")
+    for key in ("splits", "datasets"):
+        v = cfg.get(key)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) and x for x in v)):
+            raise SiamdiffError(f"params.yaml: {where}.{key} must be a list of names or null, got {v!r}")
+    bad = sorted(set(cfg.get("splits") or []) - set(layout.SPLITS))
+    if bad:
+        raise SiamdiffError(f"params.yaml: {where}.splits {bad} not in {list(layout.SPLITS)}")
+    jobs = cfg.get("jobs")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS):
+        raise SiamdiffError(f"params.yaml: {where}.jobs must be an integer in 1..{MAX_JOBS} or null, got {jobs!r}")
+    limit = cfg.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise SiamdiffError(f"params.yaml: {where}.limit must be a positive integer or null, got {limit!r}")
+    return cfg
+
+
+def settings_for(cfg: dict, where: str = "ingest s3 source") -> S3Settings:
+    return resolve(endpoint_url=cfg.get("endpoint_url"), remote=cfg.get("remote"),
+                   endpoint_origin=f"params.yaml: {where}.endpoint_url")
 
 
 def read_manifest(client, bucket: str, prefix: str, s: S3Settings) -> dict:
@@ -90,6 +153,8 @@ def _selected(manifest: dict, cfg: dict) -> list[dict]:
         items = [it for it in items if it["split"] in splits]
     if datasets:
         items = [it for it in items if it["dataset"] in datasets]
+    if cfg.get("limit"):
+        items = items[: cfg["limit"]]
     return items
 
 
@@ -97,28 +162,35 @@ def verify_remote(url: str, settings: S3Settings | None = None, endpoint_url: st
                   remote: str | None = None, download: bool = True) -> dict:
     """Check a publication: every manifest key present (and, with `download`, every SHA-256). Returns it."""
     cfg = {"url": url, "endpoint_url": endpoint_url, "remote": remote}
+    check_endpoint_url(endpoint_url, "the endpoint URL given (--endpoint-url / endpoint_url)")
     n = 0
     for _ in _iter(cfg, settings, verify_only=not download):
         n += 1
     bucket, prefix = layout.parse_s3_url(url)
-    s = settings or settings_for(cfg)
+    s = settings or resolve(endpoint_url=endpoint_url, remote=remote)
     return read_manifest(make_client(s), bucket, prefix, s)
 
 
-def s3_items(cfg: dict, settings: S3Settings | None = None) -> Iterator:
-    """Yield `siamdiff.data.sources.Item`s (PNG bytes as image/mask) for every published, verified pair."""
+def s3_items(cfg: dict, settings: S3Settings | None = None, where: str = "ingest s3 source") -> Iterator:
+    """Yield `siamdiff.data.sources.Item`s (PNG bytes as image/mask) for every published, verified pair.
+
+    The config is checked (`check_source`) at the call, before the first item is asked for."""
+    check_source(cfg, where)
+    return _items(cfg, settings, where)
+
+
+def _items(cfg: dict, settings: S3Settings | None, where: str) -> Iterator:
     from siamdiff.data.sources import Item
 
-    for it, img, mask, img_url, mask_url in _iter(cfg, settings):
+    for it, img, mask, img_url, mask_url in _iter(cfg, settings, where=where):
         yield Item(dataset=it["dataset"], patient=str(it["patient"]), frame=str(it["frame"]), image=img,
                    mask=mask, image_name=img_url, mask_name=mask_url)
 
 
-def _iter(cfg: dict, settings: S3Settings | None, verify_only: bool = False):
-    if not cfg.get("url"):
-        raise SiamdiffError("params.yaml: the s3 ingest source needs `url: s3://BUCKET/siamese-data`")
+def _iter(cfg: dict, settings: S3Settings | None, verify_only: bool = False, where: str = "ingest s3 source"):
+    check_source(cfg, where)
     bucket, prefix = layout.parse_s3_url(cfg["url"])
-    s = settings or settings_for(cfg)
+    s = settings or settings_for(cfg, where)
     jobs = int(cfg.get("jobs") or 8)
     client = make_client(s, max_pool_connections=max(10, jobs))
     manifest = read_manifest(client, bucket, prefix, s)

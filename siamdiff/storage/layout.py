@@ -51,12 +51,18 @@ def join_key(prefix: str, rel: str) -> str:
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """`s3://bucket/some/prefix` -> (`bucket`, `some/prefix`) (prefix without slashes at the ends)."""
+    from siamdiff.storage.credentials import KEYS_POINTER, redact_url
+
+    shown = redact_url(url)          # never echo user info (s3://KEY:SECRET@bucket) in a message
     u = urlparse(str(url))
     if u.scheme != "s3" or not u.netloc:
-        raise SiamdiffError(f"{url!r} is not an S3 URL; expected s3://BUCKET/siamese-data")
+        raise SiamdiffError(f"{shown!r} is not an S3 URL; expected s3://BUCKET/siamese-data")
+    if "@" in u.netloc:
+        raise SiamdiffError(f"{shown!r}: user info (name:password@) in an S3 URL is refused: credentials never "
+                            f"go in a URL; use s3://BUCKET/PREFIX and {KEYS_POINTER}")
     bucket = u.netloc
     if not _BUCKET_RE.match(bucket):
-        raise SiamdiffError(f"{url!r}: {bucket!r} is not a valid bucket name (3-63 chars, lower case, digits, . - _)")
+        raise SiamdiffError(f"{shown!r}: {bucket!r} is not a valid bucket name (3-63 chars, lower case, digits, . - _)")
     prefix = u.path[1:].rstrip("/") if u.path.startswith("/") else u.path.rstrip("/")
     if prefix:
         safe_key(prefix)

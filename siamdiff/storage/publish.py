@@ -25,7 +25,7 @@ from pathlib import Path
 
 from siamdiff.data.manifest import load as load_raw_manifest
 from siamdiff.storage import layout
-from siamdiff.storage.credentials import S3Settings, make_client, resolve, s3_errors
+from siamdiff.storage.credentials import KEYS_POINTER, S3Settings, make_client, resolve, s3_errors, secret_paths
 from siamdiff.utils import SiamdiffError, log
 
 STAGE = "publish"
@@ -89,6 +89,14 @@ def build_publication(split_csv: str | os.PathLike, raw_dir: str | os.PathLike, 
     split_csv, raw_dir = Path(split_csv), Path(raw_dir)
     splits = _read_split(split_csv)
     raw = load_raw_manifest(raw_dir)
+    # Defence in depth: a manifest written before params.yaml credentials were refused may record them in
+    # its source configs; never upload one (the key is in dvc.lock and the run cache too: it must be rotated).
+    found = secret_paths(raw.get("sources", []), "sources")
+    if found:
+        raise SiamdiffError(f"{raw_dir / layout.MANIFEST}: {', '.join(p for p, _ in found)} holds a credential "
+                            "(copied from params.yaml by an older ingest); refusing to publish it: remove it from "
+                            f"params.yaml, {KEYS_POINTER}, rerun `dvc repro ingest`, and rotate the key (it is in "
+                            "dvc.lock and DVC's run cache too)")
     items = raw["items"]
     if not items:
         raise SiamdiffError(f"{raw_dir / layout.MANIFEST}: no items")
@@ -182,9 +190,9 @@ def publish(split_csv: str | os.PathLike = "data/split.csv", raw_dir: str | os.P
     uploaded = 0
     bar = None
     if progress:
-        from tqdm import tqdm
+        from siamdiff.utils import progress as progress_bar
 
-        bar = tqdm(total=len(objects), desc="publish", unit="obj", leave=False)
+        bar = progress_bar(total=len(objects), desc="publish", unit="obj", leave=False)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for did in pool.map(work, objects):
             uploaded += did

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from siamdiff.storage.credentials import S3Settings, disable_instance_metadata, find_project_root
+from siamdiff.storage.credentials import S3Settings, disable_instance_metadata, find_project_root, redact_url
 from siamdiff.utils import SiamdiffError, log
 
 DEFAULT_BUCKET = "siamdiff"
@@ -271,7 +271,8 @@ def serve_cli(root: str | os.PathLike = ".s3", port: int = 0, action: str = "sta
 
     if action == "status":
         if running:
-            print(f"S3 server running: {state['endpoint_url']} (pid {state['pid']}) serving {state['root']}")
+            print(f"S3 server running: {redact_url(state['endpoint_url'])} (pid {state['pid']}) "
+                  f"serving {state['root']}")
         else:
             print(f"no S3 server running for {root}")
             sys.exit(1)
@@ -281,13 +282,13 @@ def serve_cli(root: str | os.PathLike = ".s3", port: int = 0, action: str = "sta
             log("s3-serve", f"no S3 server running for {root}")
         else:
             stop_pid(state["pid"])
-            log("s3-serve", f"stopped pid {state['pid']} ({state['endpoint_url']})")
+            log("s3-serve", f"stopped pid {state['pid']} ({redact_url(state['endpoint_url'])})")
         state_file.unlink(missing_ok=True)
         return
     if action != "start":
         raise SiamdiffError(f"unknown action {action!r}; use start, stop or status")
     if running:
-        log("s3-serve", f"already running: {state['endpoint_url']} (pid {state['pid']}); "
+        log("s3-serve", f"already running: {redact_url(state['endpoint_url'])} (pid {state['pid']}); "
                         "`siamdiff s3-serve stop` first to restart")
         return
     project = find_project_root()

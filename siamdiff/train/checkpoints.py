@@ -11,7 +11,8 @@ Written atomically (temporary folder, then rename), so a kill never leaves a hal
 damaged afterwards (truncated, flipped bytes) fails `verify_checkpoint` (the SHA-256s in state.json) and is
 refused by name; the run then resumes from the newest older checkpoint that verifies.
 A checkpoint is resumed only when its fingerprint (every param that changes the numbers + input hashes)
-matches the run's; others are stale and removed when the run starts afresh.
+matches the run's; others are stale, and removed only once this run has a whole checkpoint of its own
+(never before: a run that fails early, e.g. on a bad param, leaves the previous run's checkpoints alone).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import os
 import random
 import re
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, controlnet, unet_deco
         "step": step, "fingerprint": fingerprint, "optimizer_param_groups": groups,
         "lr_scheduler": _jsonable(sched_state), "sampler": _jsonable(sampler.state_dict()),
         "python_random": _jsonable(random.getstate()), "numpy_random": np_rest, "history": history,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # when these weights were made
     }
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
@@ -191,15 +194,30 @@ def find_resumable(root: str | os.PathLike, fingerprint: str, rank: int = 0,
     return None
 
 
+def remove_temporaries(root: str | os.PathLike) -> None:
+    """Clean up after a checkpoint write that was killed: its temporary folder (`.step-XXXXXX.*.tmp`, never
+    resumed) goes; a previous checkpoint moved aside (`.step-XXXXXX.old`) whose replacement never arrived is
+    put back, else removed."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(".step-") and p.name.endswith(".old"):
+            home = root / p.name[1:-len(".old")]
+            if PATTERN.match(home.name) and not home.exists() and (p / "state.json").is_file():
+                p.rename(home)
+    for p in root.iterdir():
+        if p.is_dir() and p.name.startswith(".step-") and (p.name.endswith(".tmp") or p.name.endswith(".old")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def remove_stale(root: str | os.PathLike, fingerprint: str) -> list[Path]:
     """Remove checkpoints of another configuration (they can never be resumed by this run), and the
-    temporary folders of a checkpoint write that was killed (`.step-XXXXXX.*.tmp`, never resumed)."""
+    leftovers of a killed checkpoint write (`remove_temporaries`). Call it only once this run has a whole
+    checkpoint of its own: until then the stale ones may be all the user has."""
     removed = []
     root = Path(root)
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.is_dir() and p.name.startswith(".step-") and (p.name.endswith(".tmp") or p.name.endswith(".old")):
-                shutil.rmtree(p, ignore_errors=True)
+    remove_temporaries(root)
     for _, path in list_checkpoints(root):
         try:
             ok = read_state(path).get("fingerprint") == fingerprint

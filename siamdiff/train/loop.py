@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,70 +26,69 @@ import numpy as np
 import torch
 
 from siamdiff.data.sampler import BalancedBatchSampler
-from siamdiff.model.siamese import (LOSS_MODES, STEPS, TERMS, SiameseBatch, StepConfig, freeze_unet_encoder,
-                                    trainable_parameters)
+from siamdiff.model.siamese import STEPS, TERMS, SiameseBatch, StepConfig, freeze_unet_encoder, trainable_parameters
 from siamdiff.train import checkpoints as ckpt
+from siamdiff.train import performance as perf
 from siamdiff.train.schedules import image_weight, lambda_c, make_lr_scheduler
-from siamdiff.utils import SiamdiffError, require
+from siamdiff.utils import SiamdiffError
 
 # params that do not change the numbers (excluded from the checkpoint fingerprint)
 NON_NUMERIC = ("checkpoint_every", "preview_every", "keep_checkpoints", "preview_images", "preview_steps",
-               "preview_guidance")
+               "preview_guidance", "gradient_checkpointing", "attention", "reduce_bucket_mb")
+# params added later that do change the numbers: at these (released) values they stay out of the fingerprint,
+# so checkpoints written before the param existed still resume
+FINGERPRINT_UNLESS = {"optimizer": "adamw", "allow_tf32": False}
 
 
 @dataclass
 class TrainConfig:
-    loss: str = "siamese"
-    steps: int = 3000
-    batch_size: int = 48
-    lr: float = 1e-5                 # released: 1e-5 for every trainable parameter
-    lr_from_scratch: float | None = None  # DHI + the ControlNet's zero convs; None = lr
-    lr_controlnet: float | None = None  # the ControlNet's copy of U's encoder + middle block; None = lr
-    lr_unet_decoder: float | None = None  # U's decoder; None = lr
-    weight_decay: float = 0.01
-    betas: tuple = (0.9, 0.999)
-    prompt: str = ""
-    prompt_dropout: float = 0.05
-    augment_t_max: int = 200
-    augment_after: float = 1 / 3
-    lambda_c: float = 1.0
-    lambda_c_warmup: int = 0
-    lr_warmup: int = 0
-    lr_schedule: str = "constant"
-    grad_accumulation: int = 1
-    mixed_precision: str = "no"
-    balanced_batches: bool = True
-    step_impl: str = "fused"
-    checkpoint_every: int = 150
-    keep_checkpoints: int = 2
-    preview_every: int = 150
-    preview_images: int = 4
-    preview_steps: int = 50
-    preview_guidance: float = 9.0
-    seed: int = 0
+    """The `train` section (types, ranges and meaning: siamdiff/params_schema.py and params.yaml, which holds
+    the values; there are no defaults here, so none can drift from params.yaml)."""
+    loss: str
+    prompt: str
+    steps: int
+    batch_size: int
+    lr: float
+    lr_from_scratch: float | None   # DHI + the ControlNet's zero convs; None = lr
+    lr_controlnet: float | None     # the ControlNet's copy of U's encoder + middle block; None = lr
+    lr_unet_decoder: float | None   # U's decoder; None = lr
+    weight_decay: float
+    betas: tuple
+    prompt_dropout: float
+    augment_t_max: int
+    augment_after: float
+    lambda_c: float
+    lambda_c_warmup: int
+    lr_warmup: int
+    lr_schedule: str
+    grad_accumulation: int
+    mixed_precision: str
+    gradient_checkpointing: bool
+    attention: str
+    allow_tf32: bool
+    optimizer: str
+    reduce_bucket_mb: float
+    balanced_batches: bool
+    step_impl: str
+    checkpoint_every: int
+    keep_checkpoints: int
+    preview_every: int
+    preview_images: int
+    preview_steps: int
+    preview_guidance: float
+    seed: int
 
     @classmethod
     def from_params(cls, p: dict) -> "TrainConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(p) - known)
-        require(not unknown, f"train.{unknown[0] if unknown else ''}", f"is not a train parameter (known: {sorted(known)})")
-        cfg = cls(**{k: v for k, v in p.items()})
+        from siamdiff.params_schema import validate_section
+
+        cfg = cls(**validate_section("train", p))
         cfg.betas = tuple(cfg.betas)
-        require(cfg.loss in LOSS_MODES, "train.loss", f"must be one of {LOSS_MODES}")
-        require(cfg.step_impl in STEPS, "train.step_impl", f"must be one of {tuple(STEPS)}")
-        require(int(cfg.steps) > 0, "train.steps", "must be positive")
-        require(int(cfg.batch_size) > 0, "train.batch_size", "must be positive")
-        require(int(cfg.grad_accumulation) >= 1, "train.grad_accumulation", "must be >= 1")
-        require(cfg.lr_schedule in ("constant", "cosine"), "train.lr_schedule", "must be constant or cosine")
-        require(cfg.mixed_precision in ("no", "fp16", "bf16"), "train.mixed_precision", "must be no, fp16 or bf16")
-        require(0 <= float(cfg.prompt_dropout) <= 1, "train.prompt_dropout", "must be in [0, 1]")
-        for name in ("lr", "lr_from_scratch", "lr_controlnet", "lr_unet_decoder"):
-            v = getattr(cfg, name)
-            require(v is None or float(v) > 0, f"train.{name}", "must be positive (or null = train.lr)")
         return cfg
 
     def fingerprint(self, inputs: dict) -> str:
-        numeric = {k: v for k, v in asdict(self).items() if k not in NON_NUMERIC}
+        numeric = {k: v for k, v in asdict(self).items()
+                   if k not in NON_NUMERIC and not (k in FINGERPRINT_UNLESS and FINGERPRINT_UNLESS[k] == v)}
         blob = json.dumps({"params": numeric, "inputs": inputs}, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -131,11 +129,26 @@ def _decoder_state(unet) -> dict[str, torch.Tensor]:
     return {n: p for n, p in unet.named_parameters() if p.requires_grad}
 
 
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
+def _quiet(msg: str) -> None:
+    """The log of the processes other than the main one."""
 
-    return tqdm(total=total, initial=initial, desc="train", disable=not enabled, file=sys.stderr,
-                mininterval=5.0, dynamic_ncols=True)
+
+def _mean_across_processes(values: list[float], world: int, device) -> list[float]:
+    """The mean of each value over the `world` processes (one small all-reduce). Each process's loss terms are
+    means over its equal slice of the global batch, so their mean is the global batch's: what one process
+    computes, and what gets logged and written."""
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return (t / world).tolist()
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from siamdiff.utils import progress
+
+    return progress(total=total, initial=initial, desc="train", disable=not enabled, mininterval=5.0,
+                    dynamic_ncols=True)
 
 
 def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, prompt_emb: torch.Tensor,
@@ -155,6 +168,8 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
         mixed = "no"
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=mixed)
     device, rank = accelerator.device, accelerator.process_index
+    if not accelerator.is_main_process:  # one log, from the main process (the others train silently)
+        log = _quiet
     total = int(cfg.steps)
     fingerprint = cfg.fingerprint(inputs or {})
     step_fn = STEPS[cfg.step_impl]
@@ -163,12 +178,19 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
     controlnet.requires_grad_(True)
     unet.to(device).train()
     controlnet.to(device).train()
+    attention = perf.set_attention([unet, controlnet], cfg.attention)
+    perf.set_gradient_checkpointing([unet, controlnet], bool(cfg.gradient_checkpointing))
+    if use_cuda:
+        perf.set_tf32(bool(cfg.allow_tf32))
+    log(f"attention {attention}; gradient checkpointing {'on' if cfg.gradient_checkpointing else 'off'}; "
+        f"autocast {mixed}" + (f"; TF32 matmuls {'on' if cfg.allow_tf32 else 'off'}" if use_cuda else ""))
     prompt_emb, empty_emb = prompt_emb.detach().cpu(), empty_emb.detach().cpu()
 
     groups = trainable_parameters(controlnet, unet)
     lrs = {"from_scratch": cfg.lr_from_scratch or cfg.lr, "controlnet": cfg.lr_controlnet or cfg.lr,
            "unet_decoder": cfg.lr_unet_decoder or cfg.lr}
-    optimizer = torch.optim.AdamW(
+    optimizer = perf.make_optimizer(
+        cfg.optimizer,
         [{"params": groups[name], "lr": float(lrs[name]), "name": name} for name in ("from_scratch", "controlnet", "unet_decoder")],
         lr=float(cfg.lr), betas=tuple(float(b) for b in cfg.betas), weight_decay=float(cfg.weight_decay))
     lr_scheduler = make_lr_scheduler(optimizer, total, int(cfg.lr_warmup), cfg.lr_schedule)
@@ -184,15 +206,31 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
     optimizer = accelerator.prepare(optimizer)
     params = [p for g in groups.values() for p in g]
     n_params = {k: sum(p.numel() for p in v) for k, v in groups.items()}
+    mem = perf.training_memory([unet, controlnet], params, cfg.optimizer)
+    log("memory per process before activations: " + " + ".join(
+        f"{k.replace('_', ' ')} {perf.format_bytes(v)}" for k, v in mem.items())
+        + f" = {perf.format_bytes(sum(mem.values()))} (weights of U and the ControlNet, frozen ones included; "
+        f"{cfg.optimizer})")
 
     # resume
     start, history = 0, []
     checkpoint_dir = Path(checkpoint_dir)
-    removed = ckpt.remove_stale(checkpoint_dir, fingerprint) if accelerator.is_main_process else []
-    if removed:
-        log(f"removed {len(removed)} checkpoint(s) of another configuration from {checkpoint_dir}")
+    if accelerator.is_main_process:
+        ckpt.remove_temporaries(checkpoint_dir)  # a killed checkpoint write's leftovers (never resumed)
     accelerator.wait_for_everyone()
     resume_path = ckpt.find_resumable(checkpoint_dir, fingerprint, rank=0, log=log)  # skips damaged ones, named
+
+    def drop_stale() -> None:
+        """Checkpoints of another configuration go only once this run has a whole one of its own: a run that
+        fails before writing one (a bad param, a NaN loss, a full disk) leaves the previous run's alone."""
+        removed = ckpt.remove_stale(checkpoint_dir, fingerprint)
+        if removed:
+            log(f"removed {len(removed)} checkpoint(s) of another configuration from {checkpoint_dir}")
+
+    stale_pending = accelerator.is_main_process
+    if resume_path is not None and stale_pending:
+        drop_stale()
+        stale_pending = False
     if resume_path is not None:
         state = ckpt.load_checkpoint(resume_path, controlnet=controlnet, unet=unet, optimizer=optimizer,
                                      lr_scheduler=lr_scheduler, sampler=sampler, generator=generator, rank=0)
@@ -209,6 +247,7 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
         f"lr {lrs}, {len(data)} rows)")
 
     last_good = resume_path
+    previewed = None  # the step whose preview this call drew last
     t_start = time.perf_counter()
     bar = _progress(total, start, progress and accelerator.is_local_main_process)
     for step in range(start, total):
@@ -239,13 +278,17 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
             if out.augment_weight is not None:
                 aug_rows += int(out.augment_weight.sum())
         if world > 1:  # equal slices: the mean of the processes' gradients is the global batch's gradient
-            for p in params:  # every process reduces every parameter (a missing grad counts as zeros)
-                p.grad = accelerator.reduce(p.grad if p.grad is not None else torch.zeros_like(p), reduction="mean")
+            # a few bucketed all-reduces, not one per tensor (a missing grad counts as zeros)
+            perf.allreduce_mean_bucketed(params, world, float(cfg.reduce_bucket_mb))
         optimizer.step()
         lr_now = {g["name"]: g["lr"] for g in optimizer.param_groups}
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
+        if world > 1:  # the logged terms of the global batch, not of this process's slice
+            loss_sum, *term_sums, aug_rows = _mean_across_processes([loss_sum, *sums.values(), aug_rows], world,
+                                                                     device)
+            sums, aug_rows = dict(zip(sums, term_sums)), round(aug_rows * world)
         k = int(cfg.grad_accumulation)
         row = {"step": step, "loss": loss_sum / k, **{f"loss_{name}": v / k for name, v in sums.items()},
                **{f"lr_{name}": v for name, v in lr_now.items()}, "lambda_c": lam,
@@ -267,12 +310,23 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
                 unet_decoder=_decoder_state(unet), optimizer=optimizer, lr_scheduler=lr_scheduler,
                 sampler=sampler, generator=generator, fingerprint=fingerprint, history=history,
                 keep=int(cfg.keep_checkpoints))
+            if stale_pending:
+                drop_stale()
+                stale_pending = False
         # always at the last step: plots/train/preview.png is a declared DVC output, so
         # `preview_every: 0` means "final preview only", not "none" (else `dvc repro` fails)
         if preview is not None and accelerator.is_main_process and (
                 done == total or (cfg.preview_every and done % int(cfg.preview_every) == 0)):
             preview(done)
+            previewed = done
     bar.close()
+    # Resumed from the final checkpoint (a forced rerun, a changed preview/checkpoint param, a kill after the
+    # last checkpoint): no step ran, but plots/train/preview.png is a declared output: draw it from the final
+    # weights (fixed masks and seeds, so the same weights give the same file).
+    if (preview is not None and accelerator.is_main_process and len(history) == total and total > 0
+            and previewed != total):
+        log(f"resumed from the final checkpoint (step {total}): redrawing the preview from its weights")
+        preview(total)
     seconds = time.perf_counter() - t_start
     ran = len(history) - start
     tail = history[-50:]
