@@ -6,7 +6,7 @@ elastic deformation (alpha 10, sigma 5 pixels; classic uniform-noise displacemen
 warped with nearest-neighbour interpolation and stay binary.
 
 The encode stage realises augmentation as a fixed number of precomputed views per train image: view 0 is
-the identity, view v > 0 is `augment_pair(..., seed=view_seed(seed, item_id, v))`, deterministic per
+the identity, view v > 0 is `PairedAugment(params)(rgb, mask, seed=view_seed(seed, item_id, v))`, deterministic per
 (seed, item, view). `spec(params, seed)` is what enters the latent-cache key, including the
 albumentations version, so an upgrade that changes the views also changes the keys.
 """
@@ -60,6 +60,3 @@ class PairedAugment:
         out = self.transform(image=np.ascontiguousarray(rgb), mask=np.ascontiguousarray(mask))
         return np.ascontiguousarray(out["image"]), (np.ascontiguousarray(out["mask"]) > 0).astype(np.uint8)
 
-
-def augment_pair(rgb: np.ndarray, mask: np.ndarray, params: dict, seed: int):
-    return PairedAugment(params)(rgb, mask, seed)

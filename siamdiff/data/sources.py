@@ -29,7 +29,6 @@ from __future__ import annotations
 import mimetypes
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -39,6 +38,7 @@ import numpy as np
 from siamdiff.data import images as im
 from siamdiff.data import manifest as mf
 from siamdiff.data import synthetic
+from siamdiff.data.item import Item
 from siamdiff.utils import SiamdiffError, atomic_path, log, sha256_bytes
 
 SOURCE_TYPES = ("synthetic", "kvasir-seg", "cvc-clinicdb", "folder", "s3")
@@ -46,21 +46,6 @@ DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
-@dataclass
-class Item:
-    """One image/mask pair as a source yields it. `image`/`mask`: array, encoded bytes, or a file path."""
-
-    dataset: str
-    patient: str
-    frame: str
-    image: object
-    mask: object
-    image_name: str = ""  # for messages: the original file or URL
-    mask_name: str = ""
-
-    @property
-    def id(self) -> str:
-        return f"{self.dataset}-{self.patient}-{self.frame}"
 
 
 def safe_name(s: str) -> str:
@@ -422,7 +407,3 @@ def write_examples(tiles: dict[str, list], plot_path: str | Path) -> None:
         tmp.write_bytes(buf.tobytes())
 
 
-def iter_sources(sources: Iterable[dict]) -> Iterator[Item]:
-    """All items of several source configs (no decoding): for counting and tests."""
-    for si, cfg in enumerate(sources):
-        yield from iter_source(cfg, f"ingest.sources[{si}]")

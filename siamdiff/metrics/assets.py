@@ -11,8 +11,8 @@
   safetensors in the cache.
 
 Cache: `$SIAMDIFF_ASSETS`, else `~/.cache/siamdiff/assets` (outside git). `ensure_assets()` is idempotent:
-once the cache is complete it works offline and only re-hashes files. `provenance()` is what metrics files
-record.
+once the cache is complete it works offline and only re-hashes files; it returns the provenance (files,
+SHA-256s) that the metrics info files record.
 """
 from __future__ import annotations
 
@@ -200,11 +200,6 @@ def _provenance(inc: Path, lp: Path) -> dict:
                       "source_file": INCEPTION_MEMBER},
         "lpips_alex": json.loads(lp.with_suffix(".json").read_text()),
     }
-
-
-def provenance(download: bool = False) -> dict:
-    """What a metrics file records about the weights it used: files and SHA-256s (verified now)."""
-    return _provenance(inception_path(download=download), lpips_weights_path(download=download))
 
 
 def ensure_assets(verbose: bool = False) -> dict:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -357,7 +357,3 @@ def s3_errors(s: S3Settings, what: str) -> Iterator[None]:
         raise fail(f"S3 error at {s.endpoint_label} while {what}: {code or status} {e}") from None
     except BotoCoreError as e:
         raise fail(f"S3 client error at {s.endpoint_label} while {what}: {e}") from None
-
-
-def with_endpoint(s: S3Settings, endpoint_url: str | None) -> S3Settings:
-    return replace(s, endpoint_url=endpoint_url)

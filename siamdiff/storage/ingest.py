@@ -33,6 +33,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
+from siamdiff.data.item import Item
 from siamdiff.storage import layout
 from siamdiff.storage.credentials import (
     S3Settings,
@@ -172,7 +173,7 @@ def verify_remote(url: str, settings: S3Settings | None = None, endpoint_url: st
 
 
 def s3_items(cfg: dict, settings: S3Settings | None = None, where: str = "ingest s3 source") -> Iterator:
-    """Yield `siamdiff.data.sources.Item`s (PNG bytes as image/mask) for every published, verified pair.
+    """Yield `siamdiff.data.item.Item`s (PNG bytes as image/mask) for every published, verified pair.
 
     The config is checked (`check_source`) at the call, before the first item is asked for."""
     check_source(cfg, where)
@@ -180,8 +181,6 @@ def s3_items(cfg: dict, settings: S3Settings | None = None, where: str = "ingest
 
 
 def _items(cfg: dict, settings: S3Settings | None, where: str) -> Iterator:
-    from siamdiff.data.sources import Item
-
     for it, img, mask, img_url, mask_url in _iter(cfg, settings, where=where):
         yield Item(dataset=it["dataset"], patient=str(it["patient"]), frame=str(it["frame"]), image=img,
                    mask=mask, image_name=img_url, mask_name=mask_url)

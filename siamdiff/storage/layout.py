@@ -14,7 +14,6 @@ from urllib.parse import urlparse
 
 from siamdiff.utils import SiamdiffError
 
-PREFIX = "siamese-data"
 MANIFEST = "manifest-v1.json"
 LAYOUT_VERSION = "siamese-data/1"
 SPLITS = ("train", "val", "test")
