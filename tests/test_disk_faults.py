@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from project_params import section  # noqa: E402
 from siamdiff.utils import SiamdiffError, sha256_file, sha256_tree  # noqa: E402
+from test_faults import split_project_with_outputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,18 +154,11 @@ def _unwritable(folder: Path, monkeypatch, code: int) -> None:
 def test_unwritable_output_folder_is_one_line_and_keeps_the_output(tmp_path, monkeypatch, capsys, code, words):
     """The split stage under main_guard with data/ not writable: exit 1, one line naming data/split.csv,
     both previous outputs unchanged."""
-    from siamdiff.data.sources import ingest
     from siamdiff.utils import main_guard
     from stages import split
 
-    ingest({"sources": [{"type": "synthetic", "seed": 0, "patients": 8, "frames_per_patient": 1,
-                         "datasets": ["synth-b"]}]}, raw_dir=tmp_path / "data/raw", plot_path=None)
-    (tmp_path / "params.yaml").write_text("split:\n  fractions: [0.5, 0.25, 0.25]\n")
-    monkeypatch.chdir(tmp_path)
-    main_guard("split", split.main)
-    outs = [tmp_path / "data/split.csv", tmp_path / "data/split-hashes.csv"]
+    outs = split_project_with_outputs(tmp_path, monkeypatch)
     before = [sha256_file(p) for p in outs]
-    (tmp_path / "params.yaml").write_text("split:\n  fractions: [0.4, 0.3, 0.3]\n")
     _unwritable(tmp_path / "data", monkeypatch, code)
     capsys.readouterr()
     try:

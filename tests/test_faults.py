@@ -245,11 +245,9 @@ def test_disk_full_while_writing_a_folder_output(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prep", "raw", "split.csv"], "temporary left behind"
 
 
-def test_disk_full_in_a_stage_gives_one_line_and_keeps_outputs(tmp_path, monkeypatch, capsys):
-    """The split stage under main_guard: ENOSPC on its first output -> exit 1 and exactly one error line
-    naming data/split.csv; both previous outputs unchanged; a raw ENOSPC elsewhere is one line too."""
-    import pathlib
-
+def split_project_with_outputs(tmp_path, monkeypatch) -> list:
+    """A project in `tmp_path` (the cwd) whose split stage has run once: its two outputs, which a failing rerun
+    must leave unchanged. params.yaml then asks for other fractions, so a successful rerun would change them."""
     from siamdiff.data.sources import ingest
     from siamdiff.utils import main_guard
     from stages import split
@@ -260,8 +258,20 @@ def test_disk_full_in_a_stage_gives_one_line_and_keeps_outputs(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     main_guard("split", split.main)
     outs = [tmp_path / "data/split.csv", tmp_path / "data/split-hashes.csv"]
-    before = [p.read_bytes() for p in outs]
     (tmp_path / "params.yaml").write_text("split:\n  fractions: [0.4, 0.3, 0.3]\n")
+    return outs
+
+
+def test_disk_full_in_a_stage_gives_one_line_and_keeps_outputs(tmp_path, monkeypatch, capsys):
+    """The split stage under main_guard: ENOSPC on its first output -> exit 1 and exactly one error line
+    naming data/split.csv; both previous outputs unchanged; a raw ENOSPC elsewhere is one line too."""
+    import pathlib
+
+    from siamdiff.utils import main_guard
+    from stages import split
+
+    outs = split_project_with_outputs(tmp_path, monkeypatch)
+    before = [p.read_bytes() for p in outs]
 
     real = pathlib.Path.write_text
 
