@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from siamdiff.net import free_port  # noqa: E402
 from siamdiff.train.performance import allreduce_mean_bucketed, allreduce_mean_per_tensor  # noqa: E402
 
 
@@ -87,9 +87,7 @@ def main() -> None:
     shapes = sd15_trainable_shapes()
     numels = [max(1, int(torch.Size(s).numel()) // args.scale) for s in shapes]
     total_mb = 4 * sum(numels) / 2**20
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(r, args.processes, port, numels, args.repeats, args.bucket_mb, queue))

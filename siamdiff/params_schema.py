@@ -194,6 +194,8 @@ class Backbone(Section):
     batch_size: Count
     lr: PosFloat
     snr_gamma: Optional[PosFloat]
+    ema_decay: Optional[Annotated[float, Field(gt=0, lt=1)]]
+    mixed_precision: Literal["no", "bf16", "auto"]
     prompt_dropout: Probability
     preview_samples: NonNegInt
     preview_steps: DdimSteps
@@ -220,7 +222,7 @@ class Train(Section):
     lr_warmup: NonNegInt
     lr_schedule: Literal["constant", "cosine"]
     grad_accumulation: Count
-    mixed_precision: Literal["no", "fp16", "bf16"]
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"]
     gradient_checkpointing: bool
     attention: Literal["sdpa", "classic"]
     allow_tf32: bool
@@ -261,15 +263,110 @@ class Evaluate(Section):
     batch_size: Count
 
 
+# segment.network: one MONAI network (random init); its own settings are the sub-mapping segment.<network>.
+# Every network's sub-mapping stays in params.yaml (a profile or `-S segment.network=...` switches networks
+# without deleting keys); only the chosen one is read. A key under the wrong network is refused by name.
+Levels = Annotated[list[Count], Field(min_length=2)]   # stride-2 levels, e.g. [16, 32, 64, 128]
+
+
+class SegUNet(Section):
+    channels: Levels
+    num_res_units: NonNegInt
+
+
+class SegAttentionUnet(Section):
+    channels: Levels
+
+
+class SegSegResNet(Section):
+    init_filters: Count
+    blocks_down: Annotated[list[Count], Field(min_length=1)]
+    blocks_up: list[Count]
+
+    @field_validator("init_filters")
+    @classmethod
+    def _groups(cls, v):
+        if v % 8:
+            raise ValueError("must be a multiple of 8 (SegResNet's GroupNorm has 8 groups)")
+        return v
+
+    @model_validator(mode="after")
+    def _levels(self):
+        if len(self.blocks_up) != len(self.blocks_down) - 1:
+            raise ValueError(f"segment.segresnet.blocks_up needs one entry fewer than blocks_down (one per upsampling), "
+                             f"got {len(self.blocks_up)} for {len(self.blocks_down)} down levels")
+        return self
+
+
+class SegSwinUNETR(Section):
+    feature_size: Count
+
+    @field_validator("feature_size")
+    @classmethod
+    def _heads(cls, v):
+        if v % 12:
+            raise ValueError("must be a multiple of 12 (MONAI SwinUNETR: 3, 6, 12, 24 attention heads), e.g. 24 or 48")
+        return v
+
+
+SEGMENT_NETWORKS: dict[str, type[Section]] = {"unet": SegUNet, "attentionunet": SegAttentionUnet,
+                                              "segresnet": SegSegResNet, "swinunetr": SegSwinUNETR}
+
+
+def segment_size_multiple(network: str, settings: dict) -> int:
+    """The input side `network` needs a multiple of: 2 per stride-2 level; SwinUNETR: patch 2, 4 mergings."""
+    if network in ("unet", "attentionunet"):
+        return 2 ** (len(settings["channels"]) - 1)
+    if network == "segresnet":
+        return 2 ** (len(settings["blocks_down"]) - 1)
+    return 32
+
+
 class Segment(Section):
+    network: Literal["unet", "attentionunet", "segresnet", "swinunetr"]
+    # not `size`: DVC's run cache ignores a param of that name inside a section dep (tests/test_dvc_deps.py)
+    input_size: Optional[Annotated[int, Field(ge=8, le=4096)]]   # null = the preprocessed size
+    unet: SegUNet
+    attentionunet: SegAttentionUnet
+    segresnet: SegSegResNet
+    swinunetr: SegSwinUNETR
     epochs: Count
     batch_size: Count
     lr: PosFloat
-    channels: Annotated[list[Count], Field(min_length=2)]
-    num_res_units: NonNegInt
     threshold: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
     equal_steps: bool
     seed: Seed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _network_keys_in_their_place(cls, data):
+        if not isinstance(data, dict):
+            return data
+
+        def owners(key):
+            return [f"segment.{n}" for n, m in SEGMENT_NETWORKS.items() if key in m.model_fields]
+
+        for k in data:
+            if k not in cls.model_fields and owners(k):
+                raise ValueError(f"segment.{k} is a network's own setting: set it under the network's sub-mapping "
+                                 f"({' or '.join(f'{o}.{k}' for o in owners(k))}); segment.network picks the network")
+        for net, model in SEGMENT_NETWORKS.items():
+            sub = data.get(net)
+            for k in sub if isinstance(sub, dict) else ():
+                if k not in model.model_fields and owners(k):
+                    raise ValueError(f"segment.{net}.{k} is not a setting of {net} (it belongs to {' and '.join(owners(k))}); "
+                                     f"segment.{net} takes {', '.join(model.model_fields)}")
+        return data
+
+    @model_validator(mode="after")
+    def _size_fits_the_network(self):
+        if self.input_size is not None:
+            m = segment_size_multiple(self.network, getattr(self, self.network).model_dump())
+            if self.input_size % m:
+                why = "patch 2, then 4 patch-merging stages" if self.network == "swinunetr" else "one halving per level"
+                raise ValueError(f"segment.input_size must be divisible by {m} for segment.network {self.network} ({why}), "
+                                 f"got {self.input_size}; e.g. {max(m, round(self.input_size / m) * m)}")
+        return self
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -52,6 +52,27 @@ def headline(root: str | Path = ".") -> list[str]:
     return lines
 
 
+def runtime_lines(root: str | Path = ".") -> list[str]:
+    """Wall time per stage and the machine that ran it (metrics/runtime/*.json), in pipeline order."""
+    from siamdiff.machine import read_runtimes
+
+    runs = read_runtimes(root)
+    if not runs:
+        return []
+    order = ["ingest", "split", "preprocess", "autoencoder", "encode", "backbone", "train", "sample", "evaluate",
+             "segment"]
+    names = sorted(runs, key=lambda n: order.index(n) if n in order else len(order))
+    machines = {(r.get("cpu"), tuple(r.get("isa", ())), r.get("threads")) for r in runs.values()}
+    lines = ["wall time per stage (metrics/runtime/*.json): " + ", ".join(
+        f"{n} {runs[n].get('seconds', 0) / 60:.1f}" + (f" ({runs[n]['precision']})" if "precision" in runs[n] else "")
+        for n in names) + f" min; total {sum(r.get('seconds', 0) for r in runs.values()) / 60:.1f} min"]
+    for cpu, isa, threads in sorted(machines, key=str):
+        lines.append(f"  machine: {cpu}; {' '.join(isa) or 'no AVX2'}; {threads} torch threads")
+    if len(machines) > 1:
+        lines.append("  (stages ran on different machines or thread counts: compare per stage, not the total)")
+    return lines
+
+
 def print_summary(root: str | Path = ".") -> None:
     root = Path(root)
     print("siamdiff: results")
@@ -69,6 +90,8 @@ def print_summary(root: str | Path = ".") -> None:
     models = [d for d in ("models/siamese", "models/segmenter") if (root / d).is_dir()]
     if models:
         print(f"  models:   {', '.join(models)}")
+    for line in runtime_lines(root):
+        print(line)
     lines = headline(root)
     if lines:
         print("headline:")

@@ -339,7 +339,8 @@ def quiet_library_bars() -> None:
 
 
 def main_guard(stage: str, fn) -> None:
-    """Run a stage's main(); turn SiamdiffError and disk or permission faults (a full disk, a file-size limit,
+    """Run a stage's main() and record its wall time and machine (siamdiff.machine); turn SiamdiffError
+    and disk or permission faults (a full disk, a file-size limit,
     a read-only or unwritable folder) into one clear line naming the file, and exit code 1."""
     import signal
 
@@ -348,9 +349,16 @@ def main_guard(stage: str, fn) -> None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # with EFBIG, which is reported below, by name
         except ValueError:  # not the main thread
             pass
+    import time
+
     quiet_library_bars()
+    t0 = time.perf_counter()
     try:
         fn()
+        if os.environ.get("RANK", "0") == "0":  # one record per run: the single or main process's
+            from siamdiff.machine import record_stage
+
+            record_stage(stage, time.perf_counter() - t0)
     except SiamdiffError as e:
         print(f"[{stage}] error: {e}", file=sys.stderr)
         sys.exit(1)

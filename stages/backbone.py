@@ -119,8 +119,9 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
 
         bb.train_backbone(unet, mean, std, cond, uncond, scaling_factor=scaling, steps=steps,
                           batch_size=int(params["batch_size"]), lr=float(params["lr"]),
-                          prompt_dropout=params["prompt_dropout"], seed=seed,
-                          snr_gamma=snr_gamma, on_step=on_step, progress=progress)
+                          prompt_dropout=params["prompt_dropout"], seed=seed, snr_gamma=snr_gamma,
+                          ema_decay=params["ema_decay"], mixed_precision=params["mixed_precision"],
+                          on_step=on_step, progress=progress, log=lambda m: log(STAGE, m))
         scheduler = make_train_scheduler()
         tail = losses[-max(1, steps // 10):]
         metrics.update({"final_loss": round(sum(tail) / len(tail), 5), "steps": steps, "unet_params": n_par})
@@ -162,10 +163,11 @@ def _snr_gamma(value):
 
 
 def _row(rgb):
-    import numpy as np
     from PIL import Image
 
-    return Image.fromarray(np.concatenate(list(rgb.numpy()), axis=1))
+    from siamdiff.data.images import grid
+
+    return Image.fromarray(grid(list(rgb.numpy()), columns=len(rgb), gap=0))
 
 
 def _live(path: Path):

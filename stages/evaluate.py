@@ -13,7 +13,6 @@ metrics/fidelity.info.json beside it.
 """
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
@@ -21,67 +20,13 @@ from siamdiff.params_schema import validate_section
 from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard, portable_path, write_metrics
 
 STAGE = "evaluate"
-GRID_MASKS = 8
-GRID_TILE = 96
-
-
-def _mean_std(values: list[float]) -> dict:
-    vals = [float(v) for v in values]
-    return {"mean": statistics.fmean(vals) if vals else None,
-            "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0 if vals else None,
-            "per_seed": vals}
-
-
-def _real_for(rows: list[dict], real_rows: list[dict], what: str) -> list[int]:
-    index = {r["id"]: i for i, r in enumerate(real_rows)}
-    missing = sorted({r["mask_id"] for r in rows if r["mask_id"] not in index})
-    if missing:
-        raise SiamdiffError(f"data/samples/{what}/index.csv: masks {missing[:3]} are not in data/prep's split; "
-                            "rerun `dvc repro sample`")
-    return [index[r["mask_id"]] for r in rows]
-
-
-def grid_picture(test_rows, test_rgb, test_mask, a_rows, a_rgb, k: int, n: int = GRID_MASKS):
-    """mask | real | K samples for `n` test masks spread over the coverage range -> RGB uint8."""
-    import cv2
-    import numpy as np
-
-    from siamdiff.data.images import grid
-
-    order = sorted(range(len(test_rows)), key=lambda i: test_rows[i]["coverage"])
-    pick = [order[round(x)] for x in np.linspace(0, len(order) - 1, min(n, len(order)))]
-    by_mask = {}
-    for i, r in enumerate(a_rows):
-        by_mask.setdefault(r["mask_id"], {})[r["sample"]] = i
-
-    def tile(im):
-        return cv2.resize(np.ascontiguousarray(im), (GRID_TILE, GRID_TILE), interpolation=cv2.INTER_NEAREST)
-
-    def label(text):
-        t = np.full((18, GRID_TILE, 3), 255, np.uint8)
-        cv2.putText(t, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-        return t
-
-    header = grid([label(x) for x in ["mask", "real"] + [f"sample {j}" for j in range(k)]], columns=2 + k, gap=2)
-    tiles = []
-    blank = np.full((GRID_TILE, GRID_TILE, 3), 255, np.uint8)
-    for i in dict.fromkeys(pick):
-        m = test_mask[i].numpy()
-        tiles += [tile(np.repeat(m[:, :, None] * 255, 3, axis=2).astype(np.uint8)), tile(test_rgb[i].numpy())]
-        samples = by_mask.get(test_rows[i]["id"], {})
-        tiles += [tile(a_rgb[samples[j]].numpy()) if j in samples else blank for j in range(k)]
-    body = grid(tiles, columns=2 + k, gap=2)
-    return np.concatenate([header, np.full((2, body.shape[1], 3), 255, np.uint8), body])
 
 
 def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     from siamdiff.data.images import encode_png
     from siamdiff.data.prep import load_split
     from siamdiff.metrics.assets import ensure_assets
-    from siamdiff.metrics.clip import clip_embeddings, clip_i, clip_status, cmmd, load_clip
-    from siamdiff.metrics.fid import fid_kid
-    from siamdiff.metrics.inception import inception_features
-    from siamdiff.metrics.lpips import load_lpips, lpips_distance, lpips_diversity
+    from siamdiff.metrics.fidelity import fidelity, real_for, samples_grid, summary
     from siamdiff.sample.generate import read_pairs
 
     params = validate_section(STAGE, params)
@@ -97,93 +42,21 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     b_rows, b_rgb, _ = read_pairs(samples / "protocol_b")
     if not a_rows or not b_rows:
         raise SiamdiffError(f"{samples}: protocol_a or protocol_b is empty; rerun `dvc repro sample`")
-    a_real = _real_for(a_rows, test_rows, "protocol_a")
-    b_real = _real_for(b_rows, train_rows, "protocol_b")
-    seeds = sorted({r["sample"] for r in a_rows})
-    k = len(seeds)
+    a_real = real_for(a_rows, test_rows, "protocol_a")
+    b_real = real_for(b_rows, train_rows, "protocol_b")
+    k = len({r["sample"] for r in a_rows})
     log(STAGE, f"read {prep} (test {len(test_rows)}, train {len(train_rows)}), {samples}: protocol_a "
                f"{len(a_rows)} ({k} per mask), protocol_b {len(b_rows)}")
 
-    # Inception features once per image set
-    feats = {}
-    for name, rgb in (("test", test_rgb), ("train_b", train_rgb[b_real]), ("a", a_rgb), ("b", b_rgb)):
-        t = time.time()
-        feats[name] = inception_features(rgb, progress=progress)
-        log(STAGE, f"inception features: {name} {len(rgb)} images in {time.time() - t:.0f} s")
-    per_seed = []
-    for j in seeds:
-        idx = [i for i, r in enumerate(a_rows) if r["sample"] == j]
-        per_seed.append(fid_kid(feats["test"], feats["a"][idx], seed=j))
-    b = fid_kid(feats["train_b"], feats["b"], seed=0)
-    kid_sizes = sorted({d["kid_subset_size"] for d in per_seed} | {b["kid_subset_size"]})
-
-    # LPIPS
-    lp = load_lpips()
-    groups = {}
-    for i, r in enumerate(a_rows):
-        groups.setdefault(r["mask_id"], []).append(i)
-    diversity = lpips_diversity(lp, [a_rgb[g] for g in groups.values()])
-    to_real = lpips_distance(lp, a_rgb, test_rgb[a_real]).mean().item()
-
-    # CLIP-I / CMMD
-    ok, reason = clip_status(clip_model)
-    clip_a = {"clip_i": None, "cmmd": None}
-    clip_b = {"clip_i": None, "cmmd": None}
-    if ok:
-        model, processor = load_clip(clip_model)
-        e_test, e_a = clip_embeddings(model, processor, test_rgb, batch), clip_embeddings(model, processor, a_rgb, batch)
-        e_train, e_b = clip_embeddings(model, processor, train_rgb[b_real], batch), \
-            clip_embeddings(model, processor, b_rgb, batch)
-        ci, cm = [], []
-        for j in seeds:
-            idx = [i for i, r in enumerate(a_rows) if r["sample"] == j]
-            ci.append(clip_i(e_test[[a_real[i] for i in idx]], e_a[idx]))
-            cm.append(cmmd(e_test, e_a[idx]))
-        clip_a = {"clip_i": _mean_std(ci), "cmmd": _mean_std(cm)}
-        clip_b = {"clip_i": clip_i(e_train, e_b), "cmmd": cmmd(e_train, e_b)}
-
-    fid_a, kid_a = _mean_std([d["fid"] for d in per_seed]), _mean_std([d["kid_mean"] for d in per_seed])
-    result = {
-        "protocol_a": {
-            "description": "K samples per TEST mask (sample j = sampling seed j) vs the real TEST images; "
-                           "mean/std over the sampling seeds",
-            "n_masks": len(groups), "k": k, "n_real": len(test_rows),
-            "fid": fid_a["mean"], "fid_std": fid_a["std"], "fid_per_seed": fid_a["per_seed"],
-            "kid": kid_a["mean"], "kid_std": kid_a["std"], "kid_per_seed": kid_a["per_seed"],
-            "kid_subset_size": per_seed[0]["kid_subset_size"],
-            "lpips_diversity": diversity, "lpips_to_real": to_real,
-            "clip_i": clip_a["clip_i"]["mean"] if clip_a["clip_i"] else None,
-            "clip_i_std": clip_a["clip_i"]["std"] if clip_a["clip_i"] else None,
-            "cmmd": clip_a["cmmd"]["mean"] if clip_a["cmmd"] else None,
-            "cmmd_std": clip_a["cmmd"]["std"] if clip_a["cmmd"] else None,
-        },
-        "protocol_b": {
-            "description": "one sample per TRAIN mask vs the real TRAIN images of those masks (authors' protocol)",
-            "n_masks": len(b_rows), "n_real": len(b_real),
-            "fid": b["fid"], "kid": b["kid_mean"], "kid_subset_std": b["kid_std"],
-            "kid_subset_size": b["kid_subset_size"],
-            "clip_i": clip_b["clip_i"], "cmmd": clip_b["cmmd"],
-        },
-        "notes": {
-            "fid_kid": "torchmetrics FID/KID on TF-Inception pool features (2048-d); KID = unbiased MMD^2, "
-                       "cubic polynomial kernel, 100 subsets",
-            "kid_subset_size": (f"capped at the set size for small sets: {kid_sizes}" if min(kid_sizes) < 1000
-                                else "1000"),
-            "small_sets": "FID from fewer than 2048 images per set is biased upwards; compare runs at equal n",
-            "lpips": "LPIPS v0.1 AlexNet; diversity = mean pairwise LPIPS between the K samples of a mask",
-            "cmmd": "CLIP embeddings L2-normalised, RBF kernel sigma 10, x1000",
-        },
-    }
+    result, reason = fidelity(test_rgb, a_rows, a_rgb, a_real, train_rgb[b_real], b_rgb, clip_model, batch, progress)
     info = {"clip": {"model": clip_model, "reason": reason},
-            "assets": {name: {k: portable_path(v, root) if k == "file" else v for k, v in a.items()}
+            "assets": {name: {key: portable_path(v, root) if key == "file" else v for key, v in a.items()}
                        for name, a in assets.items()}}
-    picture = grid_picture(test_rows, test_rgb, test_mask, a_rows, a_rgb, k)
+    picture = samples_grid(test_rows, test_rgb, test_mask, a_rows, a_rgb, k)
     with atomic_path(grid_path) as tmp:
         tmp.write_bytes(encode_png(picture))
     result = write_metrics(metrics_path, result, info)  # numbers; the rest in fidelity.info.json
-    log(STAGE, f"protocol A: FID {fid_a['mean']:.2f} +- {fid_a['std']:.2f}, KID {kid_a['mean']:.4f}; protocol B: "
-               f"FID {b['fid']:.2f}, KID {b['kid_mean']:.4f}; LPIPS diversity {diversity:.3f}, to real {to_real:.3f}"
-               + ("" if ok else "; CLIP-I/CMMD null (no clip_model)"))
+    log(STAGE, summary(result))
     log(STAGE, f"wrote {metrics_path} (+ .info.json) and {grid_path} in {time.time() - t0:.0f} s")
     return result
 

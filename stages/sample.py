@@ -12,12 +12,11 @@ augment. PNG (lossless) + index.csv per folder; written atomically.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 from siamdiff.params_schema import validate_section
-from siamdiff.utils import SiamdiffError, atomic_path, load_params, log, main_guard
+from siamdiff.utils import load_params, log, main_guard
 
 STAGE = "sample"
 
@@ -27,21 +26,11 @@ def check_params(p: dict) -> dict:
     return validate_section(STAGE, p)
 
 
-def train_subset(rows: list[dict], fraction: float) -> list[int]:
-    """Indices of a fixed fraction of the train rows: lowest SHA-256(id), in row order."""
-    if fraction >= 1:
-        return list(range(len(rows)))
-    n = max(1, round(fraction * len(rows)))
-    ranked = sorted(range(len(rows)), key=lambda i: hashlib.sha256(rows[i]["id"].encode()).hexdigest())
-    return sorted(ranked[:n])
-
-
 def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     import torch
 
-    from siamdiff.data.prep import load_split
     from siamdiff.model.registry import folder_hash
-    from siamdiff.sample.generate import generate_pairs, write_pairs
+    from siamdiff.sample.generate import generate_pairs, protocol_jobs, protocol_masks, train_subset, write_protocols
     from siamdiff.sample.pipeline import load_pipeline
 
     p = check_params(params)
@@ -50,58 +39,21 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     gen = load_pipeline(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
     model_hash = gen.folder_hash or folder_hash(model_dir)  # verified against its record by load_pipeline
     prompt = p["prompt"] if p["prompt"] is not None else gen.config.default_prompt
-    size = int(gen.config.image_size)
-    test_rows, _, test_mask = load_split(prep, "test")
-    train_rows, _, train_mask = load_split(prep, "train")
-    if not len(test_rows):
-        raise SiamdiffError(f"{prep}/test.safetensors: the test split is empty; protocol A needs test masks")
-    if not len(train_rows):
-        raise SiamdiffError(f"{prep}/train.safetensors: the train split is empty; protocol B needs train masks")
-    if test_mask.shape[-1] != size:
-        raise SiamdiffError(f"{prep}: masks are {test_mask.shape[-1]} px but {model_dir} generates {size} px; "
-                            "rerun `dvc repro` so the model matches preprocess.size")
+    test_rows, test_mask, train_rows, train_mask = protocol_masks(prep, int(gen.config.image_size), model_dir)
     sub = train_subset(train_rows, p["train_fraction"])
     log(STAGE, f"read {model_dir} ({model_hash[:12]}), {len(test_rows)} test and {len(train_rows)} train masks "
                f"from {prep}; protocol B / augment use {len(sub)} train masks")
 
     # every (mask, seed, sample) to draw, as one list so batches stay full
-    jobs = {"protocol_a": [(test_rows[i]["id"], test_mask[i], p["seeds"][j], j)
-                           for j in range(p["k"]) for i in range(len(test_rows))],
-            "protocol_b": [(train_rows[i]["id"], train_mask[i], p["seeds"][0], 0) for i in sub],
-            "augment_extra": [(train_rows[i]["id"], train_mask[i], p["seeds"][j], j)
-                              for j in range(1, p["augment_k"]) for i in sub]}
+    jobs = protocol_jobs(test_rows, test_mask, train_rows, train_mask, sub, p["seeds"], p["k"], p["augment_k"])
     flat = [job for name in jobs for job in jobs[name]]
     log(STAGE, f"{len(flat)} images: {p['steps']} DDIM steps, guidance {p['guidance']}, batch {p['batch_size']}, "
                f"prompt {prompt!r}")
     t0 = time.time()
-    bar = None
-    if progress:
-        from siamdiff.utils import progress as progress_bar
-
-        bar = progress_bar(total=len(flat), desc="sample", unit="img")
-    try:
-        rgb = generate_pairs(gen, torch.stack([j[1] for j in flat]), [j[0] for j in flat], [j[2] for j in flat],
-                             [j[3] for j in flat], prompt, p["steps"], p["guidance"], p["batch_size"], bar)
-    finally:
-        if bar is not None:
-            bar.close()
+    rgb = generate_pairs(gen, torch.stack([j[1] for j in flat]), [j[0] for j in flat], [j[2] for j in flat], prompt,
+                         p["steps"], p["guidance"], p["batch_size"], "sample" if progress else None)
     seconds = time.time() - t0
-
-    def part(name):
-        start = sum(len(jobs[n]) for n in list(jobs)[:list(jobs).index(name)])
-        js = jobs[name]
-        return (rgb[start:start + len(js)], torch.stack([j[1] for j in js]) if js else None,
-                [j[0] for j in js], [j[2] for j in js], [j[3] for j in js])
-
-    with atomic_path(out) as tmp:
-        counts = {}
-        for name in ("protocol_a", "protocol_b"):
-            im, m, ids, seeds, samples = part(name)
-            counts[name] = len(write_pairs(tmp / name, im, m, ids, seeds, samples, prompt, model_hash))
-        b, ex = part("protocol_b"), part("augment_extra")
-        if ex[1] is not None:
-            b = (torch.cat([b[0], ex[0]]), torch.cat([b[1], ex[1]]), b[2] + ex[2], b[3] + ex[3], b[4] + ex[4])
-        counts["augment"] = len(write_pairs(tmp / "augment", *b, prompt, model_hash))
+    counts = write_protocols(out, jobs, rgb, prompt, model_hash)
     log(STAGE, f"wrote {out}/: " + ", ".join(f"{k} {v}" for k, v in counts.items())
         + f" pairs in {seconds:.0f} s ({seconds / max(len(flat), 1):.2f} s/image)")
     return {"counts": counts, "seconds": seconds}

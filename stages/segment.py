@@ -1,13 +1,16 @@
 """Stage `segment`: data/prep + data/samples -> models/segmenter, metrics/segmentation.json.
 
-A MONAI UNet (`siamdiff.metrics.segmentation`) trained on the real TRAIN split:
+A MONAI segmenter (`segment.network`: UNet, AttentionUnet, SegResNet or SwinUNETR, random init, at its own
+input size `segment.input_size`; `siamdiff.metrics.segmentation`) trained on the real TRAIN split:
 (a) mask adherence: Dice/IoU of its predictions on the protocol-A generated images vs the masks that
     conditioned them (and, for reference, on the real TEST images and against other images' masks: chance);
 (b) downstream: the same network trained on real + synthetic (data/samples/augment: TRAIN masks only) and
     scored on the real TEST split; mDice, mIoU at threshold 0.5, mean over images, next to real-only.
+Dice/IoU are computed at the preprocessed size against the unresized masks (the logits are resized back).
 `equal_steps: true` gives the real+synthetic run the same number of optimiser steps as the real-only run
 (equal compute); false gives it the same number of epochs over its larger set.
-metrics/segmentation.json holds the numbers; descriptions and flags go in metrics/segmentation.info.json.
+metrics/segmentation.json holds the numbers; descriptions, flags and the network and size used go in
+metrics/segmentation.info.json.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     from siamdiff.sample.generate import read_pairs
 
     p = check_params(params)
+    seg.check_network(p["network"])  # a missing package: refused before any data is read
     root = Path(root)
     prep, samples = root / "data/prep", root / "data/samples"
     model_dir, metrics_path = root / "models/segmenter", root / "metrics/segmentation.json"
@@ -59,9 +63,11 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
         raise SiamdiffError(f"{prep}: the train or test split is empty; segmentation needs both")
     log(STAGE, f"read {prep} (train {len(train_rgb)}, test {len(test_rgb)}), {samples}/protocol_a {len(a_rows)}, "
                f"{samples}/augment {len(aug_rows)}")
-    train_kw = dict(channels=p["channels"], batch_size=p["batch_size"], lr=p["lr"], seed=p["seed"],
-                    num_res_units=p["num_res_units"], progress=progress)
+    network, settings, size = p["network"], p[p["network"]], p["input_size"]
+    train_kw = dict(network=network, settings=settings, size=size, batch_size=p["batch_size"], lr=p["lr"],
+                    seed=p["seed"], progress=progress)
     steps_real = p["epochs"] * ((len(train_rgb) + p["batch_size"] - 1) // p["batch_size"])
+    log(STAGE, f"segmenter: {seg.describe(network, settings, size)}")
 
     t = time.time()
     real_only = seg.train_segmenter(train_rgb, train_mask, epochs=p["epochs"], desc="segmenter (real)", **train_kw)
@@ -82,8 +88,10 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     log(STAGE, f"trained on {len(train_rgb)} real + {len(aug_rgb)} synthetic images, {time.time() - t:.0f} s")
     mixed_test = seg.score(mixed, test_rgb, test_mask, thr)
 
-    config = {"channels": p["channels"], "num_res_units": p["num_res_units"], "in_channels": 3, "out_channels": 1,
-              "input": "RGB in [0, 1], [N,3,S,S]; output: one logit channel (sigmoid -> foreground)",
+    side = int(train_rgb.shape[1])
+    config = {"network": network, "settings": settings, "size": size, "in_channels": 3, "out_channels": 1,
+              "input": f"RGB in [0, 1], [N,3,S,S], the network at {size or side} px (size: null = S, else bilinear to it); "
+                       "output: one logit channel (sigmoid -> foreground), resized back to S",
               "trained_on": f"real train split ({len(train_rgb)} images)", "params": p}
     with atomic_path(model_dir) as tmp:
         seg.save_segmenter(real_only, tmp, config)
@@ -91,7 +99,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
                            f"real train split + data/samples/augment ({len(train_rgb)} + {len(aug_rgb)} images)"})
     result = {
         "adherence": {
-            "description": "real-trained UNet on protocol-A generated images vs their conditioning masks",
+            "description": "real-trained segmenter on protocol-A generated images vs their conditioning masks",
             "dice": adherence["mdice"] if adherence else None, "iou": adherence["miou"] if adherence else None,
             "n": adherence["n"] if adherence else 0,
             "chance_dice": chance["mdice"] if chance else None,
@@ -108,9 +116,12 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
             "n_test": real_test["n"], "threshold": thr,
             "equal_steps": p["equal_steps"], "steps_real_only": steps_real,
         },
-        "network": "MONAI UNet " + str(p["channels"]) + f", num_res_units {p['num_res_units']}, Dice+BCE, Adam",
+        "network": seg.describe(network, settings, size) + ", Dice+BCE, Adam",
     }
-    result = write_metrics(metrics_path, result)  # numbers; descriptions, flags in segmentation.info.json
+    # which network and input size: text, so into segmentation.info.json (input_size too, though a number)
+    info = {"segmenter": {"network": network, "settings": settings, "input_size": size, "input_px": size or side,
+                          "scored_px": side, "scored_at": "the preprocessed size, against the unresized masks"}}
+    result = write_metrics(metrics_path, result, info)  # numbers; descriptions, flags in segmentation.info.json
     log(STAGE, f"adherence Dice {result['adherence']['dice']}, IoU {result['adherence']['iou']}; test mDice "
                f"real {real_test['mdice']:.3f} vs real+syn {mixed_test['mdice']:.3f}")
     log(STAGE, f"wrote {model_dir}/ and {metrics_path} (+ .info.json) in {time.time() - t0:.0f} s")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -206,9 +205,9 @@ def _weights_created(checkpoint_dir: Path, steps: int) -> str | None:
 
 def launch(processes: int) -> int:
     """Rerun this stage as `processes` data-parallel processes (torchrun; gloo on CPU, NCCL on GPUs)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from siamdiff.net import free_port
+
+    port = free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(processes),
            "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "stages.train"]
     _log(f"launching {processes} processes: {' '.join(cmd[1:])}")

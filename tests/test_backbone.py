@@ -14,6 +14,7 @@ from tiny_sd import make_prep  # noqa: E402
 DEMO = {"mode": "demo", "pretrained": None, "prompt": "an endoscopic image of a colon polyp", "widths": [16, 32],
         "layers_per_block": 1, "cross_attention_dim": 16, "attention_head_dim": 2, "norm_groups": 4,
         "text_width": 16, "text_layers": 1, "text_heads": 4, "steps": 3, "batch_size": 4, "lr": 1e-3, "prompt_dropout": 0.05, "snr_gamma": None,
+        "ema_decay": None, "mixed_precision": "no",
         "preview_samples": 2, "preview_steps": 2, "preview_guidance": 3.0, "seed": 0}
 
 
@@ -123,3 +124,27 @@ def test_min_snr_weighting():
     for bad in (0, -1, "5", True):
         with pytest.raises(SiamdiffError, match="backbone.snr_gamma"):
             _snr_gamma(bad)
+
+
+def test_ema_weights_are_saved_and_the_raw_ones_returned():
+    """ema_decay: the unet ends with the moving average (diffusers EMAModel), which differs from the raw last
+    weights (returned); the same draws either way, so the raw weights equal a run without EMA."""
+    import torch
+
+    from siamdiff.model.backbone import build_demo_unet, train_backbone
+
+    mean, std = torch.randn(6, 4, 8, 8), torch.full((6, 4, 8, 8), 0.1)
+    cond, uncond = torch.randn(1, 3, 16), torch.zeros(1, 3, 16)
+
+    def train(ema):
+        unet = build_demo_unet(4, 8, (16, 16), 1, 16, 2, 8, seed=0)
+        raw = train_backbone(unet, mean, std, cond, uncond, scaling_factor=1.0, steps=5, batch_size=4, lr=1e-3,
+                             ema_decay=ema, progress=False)
+        return raw, unet.state_dict()
+
+    none, plain = train(None)
+    raw, averaged = train(0.9)
+    assert none is None
+    assert all(torch.equal(raw[k], plain[k]) for k in plain)
+    changed = [k for k in plain if plain[k].is_floating_point() and not torch.equal(averaged[k], plain[k])]
+    assert len(changed) > len(plain) // 2

@@ -411,7 +411,7 @@ def _(tmp, mp):
 BB = {"mode": "demo", "prompt": "p", "widths": [16, 32], "layers_per_block": 1, "cross_attention_dim": 16,
       "attention_head_dim": 4, "norm_groups": 8, "text_width": 16, "text_layers": 1, "text_heads": 2, "steps": 1,
       "batch_size": 2, "lr": 1e-3, "prompt_dropout": 0.0, "preview_samples": 0, "seed": 0,
-      "pretrained": None, "snr_gamma": None, "preview_steps": 2, "preview_guidance": 3.0}
+      "pretrained": None, "snr_gamma": None, "ema_decay": None, "mixed_precision": "no", "preview_steps": 2, "preview_guidance": 3.0}
 
 
 @case("backbone: unknown mode")
@@ -703,8 +703,8 @@ def _(tmp, mp):
 
 @case("evaluate: protocol A sample of a non-test mask")
 def _(tmp, mp):
-    from stages.evaluate import _real_for
-    return lambda: _real_for([{"mask_id": "toy-train0-0"}], [{"id": "toy-test0-0"}], "protocol_a"), "protocol_a"
+    from siamdiff.metrics.fidelity import real_for
+    return lambda: real_for([{"mask_id": "toy-train0-0"}], [{"id": "toy-test0-0"}], "protocol_a"), "protocol_a"
 
 
 def _segment(**params):
@@ -724,7 +724,7 @@ def _(tmp, mp):
 
 @case("segment: one channel level")
 def _(tmp, mp):
-    return _segment(channels=[16]), "segment.channels"
+    return _segment(unet={"channels": [16], "num_res_units": 0}), "segment.unet.channels"
 
 
 @case("segment: threshold 1.5")

@@ -37,7 +37,7 @@ TINY = {
     "train": {"steps": 3, "batch_size": 2, "checkpoint_every": 3, "preview_every": 0, "preview_images": 1,
               "preview_steps": 2},
     "sample": {"steps": 2, "k": 2, "seeds": [0, 1], "train_fraction": 0.1, "batch_size": 16},
-    "segment": {"epochs": 1, "channels": [4, 8], "batch_size": 8},
+    "segment": {"epochs": 1, "unet": {"channels": [4, 8], "num_res_units": 0}, "batch_size": 8},
 }
 
 

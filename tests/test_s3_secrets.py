@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from siamdiff.data.sources import ingest
+from siamdiff.params_schema import S3Source
 from siamdiff.storage import layout
 from siamdiff.storage.credentials import (
     S3Settings,
@@ -25,7 +26,6 @@ from siamdiff.storage.credentials import (
     resolve,
     s3_errors,
 )
-from siamdiff.storage.ingest import SOURCE_KEYS
 from siamdiff.storage.publish import list_objects, publish
 from siamdiff.storage.server import S3Server
 from siamdiff.utils import SiamdiffError
@@ -122,7 +122,7 @@ def test_credential_key_names():
               "token", "password", "passwd", "credentials", "api_key", "client_secret", "sas_token",
               "AccessKeyId", "SecretAccessKey", "secret-key", "SESSION_TOKEN"):
         assert is_credential_key(k), k
-    allowed = set(SOURCE_KEYS) | {"seed", "patients", "frames_per_patient", "datasets", "empty_fraction", "path",
+    allowed = set(S3Source.model_fields) | {"seed", "patients", "frames_per_patient", "datasets", "empty_fraction", "path",
                                   "dataset", "limit", "patient_pattern", "sort_key", "keys"}
     for k in allowed:
         assert not is_credential_key(k), k
@@ -220,7 +220,7 @@ def test_manifest_from_s3_ingest_holds_no_credential(s3_server: S3Server, toy_da
     assert m["counts"]["items"] == 8
     text = (out / layout.MANIFEST).read_text()
     assert s3_server.secret_access_key not in text and s3_server.access_key_id not in text
-    assert set(m["sources"][0]["config"]) <= set(SOURCE_KEYS)
+    assert set(m["sources"][0]["config"]) <= set(S3Source.model_fields)
     assert _files_holding(out, s3_server.secret_access_key, s3_server.access_key_id) == []
 
 

@@ -107,8 +107,8 @@ def test_sample_evaluate_segment(root, monkeypatch):
     assert 0 < with_clip["protocol_a"]["clip_i"] <= 1 and with_clip["protocol_a"]["cmmd"] >= 0
     assert with_clip["protocol_b"]["cmmd"] is not None and with_clip["clip"]["reason"] is None
 
-    seg = segment.run({"epochs": 2, "batch_size": 4, "lr": 0.01, "channels": [4, 8], "num_res_units": 0,
-                       "seed": 0, "threshold": 0.5, "equal_steps": True}, root=root, progress=False)
+    seg = segment.run(section("segment", epochs=2, batch_size=4, lr=0.01, unet={"channels": [4, 8], "num_res_units": 0},
+                              seed=0, threshold=0.5, equal_steps=True), root=root, progress=False)
     assert seg["adherence"]["n"] == 6 and 0 <= seg["adherence"]["dice"] <= 1
     assert 0 <= seg["adherence"]["chance_dice"] <= 1
     ds = seg["downstream"]
@@ -119,6 +119,7 @@ def test_sample_evaluate_segment(root, monkeypatch):
     assert_numbers_only(saved)
     info = json.loads((root / "metrics/segmentation.info.json").read_text())
     assert info["downstream"]["equal_steps"] is True and info["network"].startswith("MONAI UNet")
+    assert info["segmenter"]["network"] == "unet" and info["segmenter"]["input_size"] is None and "segmenter" not in saved
 
     from siamdiff.summary import headline, print_summary
 
@@ -128,12 +129,13 @@ def test_sample_evaluate_segment(root, monkeypatch):
 
 
 def test_bad_params(root):
+    from siamdiff.metrics.fidelity import real_for
     from siamdiff.utils import SiamdiffError
-    from stages import evaluate, sample
+    from stages import sample
 
     # protocol A is scored against the TEST split only: train mask ids are refused
     with pytest.raises(SiamdiffError, match="not in data/prep"):
-        evaluate._real_for([{"mask_id": "toy-train0-0"}], [{"id": "toy-test0-0"}], "protocol_a")
+        real_for([{"mask_id": "toy-train0-0"}], [{"id": "toy-test0-0"}], "protocol_a")
 
     with pytest.raises(SiamdiffError, match="sample.seeds"):
         sample.check_params(section("sample", k=5, seeds=[0, 1]))

@@ -134,13 +134,11 @@ def _reduce_worker(rank, world, port, queue):
 
 
 def test_bucketed_allreduce_equals_per_tensor_mean():
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from siamdiff.net import free_port
+
+    port = free_port()
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_reduce_worker, args=(r, 2, port, queue)) for r in range(2)]

@@ -279,15 +279,16 @@ def thumbnail(image: np.ndarray, mask: np.ndarray, tile: tuple[int, int] = (192,
     return out
 
 
-def grid(tiles: Sequence[np.ndarray], columns: int = 6, gap: int = 2) -> np.ndarray:
-    """Tiles of equal size -> one RGB picture."""
+def grid(tiles: Sequence[np.ndarray], columns: int = 6, gap: int = 2, border: int = 0) -> np.ndarray:
+    """Tiles of equal size (RGB uint8), row by row, `gap` white pixels apart inside a white `border` -> one RGB picture."""
     if not tiles:
         return np.zeros((8, 8, 3), np.uint8)
     th, tw = tiles[0].shape[:2]
     rows = (len(tiles) + columns - 1) // columns
     cols = min(columns, len(tiles))
-    out = np.full((rows * (th + gap) - gap, cols * (tw + gap) - gap, 3), 255, np.uint8)
+    out = np.full((rows * (th + gap) - gap + 2 * border, cols * (tw + gap) - gap + 2 * border, 3), 255, np.uint8)
     for i, t in enumerate(tiles):
         r, c = divmod(i, columns)
-        out[r * (th + gap): r * (th + gap) + th, c * (tw + gap): c * (tw + gap) + tw] = t
+        y, x = border + r * (th + gap), border + c * (tw + gap)
+        out[y:y + th, x:x + tw] = t
     return out

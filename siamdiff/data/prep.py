@@ -4,9 +4,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from siamdiff.data.split import SPLITS
 from siamdiff.utils import SiamdiffError
-
-SPLITS = ("train", "val", "test")
 
 
 def read_index(prep_dir: str | Path) -> list[dict]:

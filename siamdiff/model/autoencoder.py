@@ -210,11 +210,10 @@ def psnr_ssim(real_rgb, fake_rgb) -> dict:
 
 def reconstruction_grid(real_rgb, fake_rgb, n: int = 8):
     """PIL image: top row originals, bottom row reconstructions."""
-    import numpy as np
     from PIL import Image
 
+    from siamdiff.data.images import grid
+
     n = min(n, len(real_rgb))
-    top = np.concatenate(list(real_rgb[:n].numpy()), axis=1)
-    bottom = np.concatenate(list(fake_rgb[:n].numpy()), axis=1)
-    return Image.fromarray(np.concatenate([top, bottom], axis=0))
+    return Image.fromarray(grid(list(real_rgb[:n].numpy()) + list(fake_rgb[:n].numpy()), columns=n, gap=0))
 

@@ -7,7 +7,6 @@ noise schedule (`make_train_scheduler`), epsilon prediction.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from siamdiff.model.schedule import check_schedule, make_sampling_scheduler, make_train_scheduler
@@ -116,48 +115,74 @@ def load_backbone(folder, verify: bool = True):
 
 def train_backbone(unet, latent_mean, latent_std, cond, uncond, *, scaling_factor: float, steps: int,
                    batch_size: int, lr: float, prompt_dropout: float = 0.05, seed: int = 0,
-                   warmup: int = 100, snr_gamma: float | None = None, on_step=None, progress: bool = True):
+                   warmup: int = 100, snr_gamma: float | None = None, ema_decay: float | None = None,
+                   mixed_precision: str = "no", on_step=None, progress: bool = True, log=print):
     """Epsilon-prediction training of `unet` on z0 = (mean + std * n) * scaling_factor.
 
     cond / uncond: text embeddings [1, L, D] of the prompt and of "" (the text encoder is frozen).
-    AdamW, linear warm-up then cosine decay. `snr_gamma`: Min-SNR-gamma loss weights min(SNR_t, gamma) / SNR_t
-    (Hang et al. 2023; faster convergence, the model still predicts epsilon); None = plain MSE as SD.
+    AdamW, linear warm-up then cosine decay (diffusers `get_scheduler`). `snr_gamma`: Min-SNR-gamma loss
+    weights min(SNR_t, gamma) / SNR_t (Hang et al. 2023; faster convergence, the model still predicts epsilon);
+    None = plain MSE as SD. `ema_decay`: keep an exponential moving average of the weights (diffusers
+    `EMAModel`) and leave it in `unet` at the end; the raw weights are returned as a state dict (None without
+    EMA). `mixed_precision`: no | bf16 | auto (siamdiff.machine: bf16 autocast only where measured faster).
     `on_step(step, loss)`.
     """
     import torch
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel, compute_snr
 
+    from siamdiff.machine import choose_cpu_autocast
     from siamdiff.utils import progress as progress_bar
 
     scheduler = make_train_scheduler()
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
-    unet.train()
-    bar = progress_bar(range(steps), desc="backbone", disable=not progress, mininterval=5)
+    sched = get_scheduler("cosine", opt, num_warmup_steps=min(warmup, steps // 2), num_training_steps=steps)
     T = scheduler.config.num_train_timesteps
-    snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
-    weight = (snr.clamp(max=snr_gamma) / snr) if snr_gamma else torch.ones_like(snr)
+    unet.train()
+
+    def loss_of(idx, noise, eps, t, drop):
+        z0 = (latent_mean[idx] + latent_std[idx] * noise) * scaling_factor
+        text = torch.where(drop.view(-1, 1, 1), uncond.expand(len(idx), -1, -1), cond.expand(len(idx), -1, -1))
+        err = (unet(scheduler.add_noise(z0, eps, t), t, encoder_hidden_states=text).sample - eps).pow(2)
+        snr = compute_snr(scheduler, t)
+        weight = snr.clamp(max=snr_gamma) / snr if snr_gamma else torch.ones_like(snr)
+        return (weight * err.mean(dim=(1, 2, 3))).mean()
+
+    def draw(gen):
+        idx = torch.randint(len(latent_mean), (batch_size,), generator=gen)
+        noise = torch.randn(latent_mean[idx].shape, generator=gen)
+        eps = torch.randn(noise.shape, generator=gen)
+        t = torch.randint(0, T, (batch_size,), generator=gen)
+        return idx, noise, eps, t, torch.rand(batch_size, generator=gen) < prompt_dropout
+
+    def probe():  # one forward + backward on a batch of its own (the run's generator is not touched)
+        loss_of(*draw(torch.Generator().manual_seed(seed + 1))).backward()
+        unet.zero_grad(set_to_none=True)
+
+    use_bf16 = (not torch.cuda.is_available() and
+                choose_cpu_autocast(mixed_precision, probe, log=log) == "bf16")
+    ema = EMAModel(unet.parameters(), decay=ema_decay) if ema_decay else None
+    bar = progress_bar(range(steps), desc="backbone", disable=not progress, mininterval=5)
     for step in bar:
-        idx = torch.randint(len(latent_mean), (batch_size,), generator=g)
-        z0 = (latent_mean[idx] + latent_std[idx] * torch.randn(latent_mean[idx].shape, generator=g)) * scaling_factor
-        eps = torch.randn(z0.shape, generator=g)
-        t = torch.randint(0, T, (batch_size,), generator=g)
-        z_t = scheduler.add_noise(z0, eps, t)
-        drop = (torch.rand(batch_size, generator=g) < prompt_dropout).view(-1, 1, 1)
-        text = torch.where(drop, uncond.expand(batch_size, -1, -1), cond.expand(batch_size, -1, -1))
-        err = (unet(z_t, t, encoder_hidden_states=text).sample - eps).pow(2).mean(dim=(1, 2, 3))
-        loss = (weight[t] * err).mean()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            loss = loss_of(*draw(g))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.step(unet.parameters())
         if on_step is not None:
             on_step(step, loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+    raw = None
+    if ema is not None:
+        raw = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+        ema.copy_to(unet.parameters())
     unet.eval().requires_grad_(False)
-    return unet
+    return raw
 
 
 def sample_latents(unet, cond, uncond, *, n: int, shape, scheduler_config=None, steps: int = 50,

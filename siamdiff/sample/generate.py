@@ -37,23 +37,31 @@ def sample_name(mask_id: str, sample: int) -> str:
     return f"{mask_id}_s{int(sample)}"
 
 
-def generate_pairs(gen, masks: torch.Tensor, mask_ids: Sequence[str], seeds: Sequence[int],
-                   samples: Sequence[int], prompt: str, steps: int, guidance: float, batch_size: int,
-                   progress=None) -> torch.Tensor:
+def generate_pairs(gen, masks: torch.Tensor, mask_ids: Sequence[str], seeds: Sequence[int], prompt: str,
+                   steps: int, guidance: float, batch_size: int, progress: str | None = None) -> torch.Tensor:
     """One image per (mask, run seed): masks uint8/float `[N,S,S]` in {0,1} -> rgb uint8 `[N,S,S,3]`.
 
     `gen`: a `SiameseDiffusionPipeline` (`siamdiff.sample.pipeline.load_pipeline`) or loaded generator parts.
-    `progress` is an optional tqdm bar advanced by the number of images per batch.
+    `progress`: the label of a progress bar over the images (None: no bar).
     """
     from siamdiff.sample.ddim import sample_from_masks
 
+    bar = None
+    if progress is not None:
+        from siamdiff.utils import progress as progress_bar
+
+        bar = progress_bar(total=len(masks), desc=progress, unit="img")
     out = []
-    for i in range(0, len(masks), int(batch_size)):
-        m = masks[i:i + batch_size].float().unsqueeze(1)
-        ns = [noise_seed(s, mid) for s, mid in zip(seeds[i:i + batch_size], mask_ids[i:i + batch_size])]
-        out.append(sample_from_masks(gen, m, ns, prompt, steps=steps, guidance=guidance, progress=False))
-        if progress is not None:
-            progress.update(len(m))
+    try:
+        for i in range(0, len(masks), int(batch_size)):
+            m = masks[i:i + batch_size].float().unsqueeze(1)
+            ns = [noise_seed(s, mid) for s, mid in zip(seeds[i:i + batch_size], mask_ids[i:i + batch_size])]
+            out.append(sample_from_masks(gen, m, ns, prompt, steps=steps, guidance=guidance, progress=False))
+            if bar is not None:
+                bar.update(len(m))
+    finally:
+        if bar is not None:
+            bar.close()
     return torch.cat(out) if out else torch.zeros(0, masks.shape[-1], masks.shape[-1], 3, dtype=torch.uint8)
 
 
@@ -99,6 +107,61 @@ def read_pairs(folder: str | os.PathLike) -> tuple[list[dict], torch.Tensor, tor
     rgb = np.stack([read_rgb_png(folder / r["file"]) for r in rows])
     masks = np.stack([read_mask_png(folder / "mask" / (Path(r["file"]).stem + "_mask.png")) for r in rows])
     return rows, torch.from_numpy(rgb), torch.from_numpy(masks)
+
+
+# ------------------------------------------------------------------------------------------- the sample stage
+PROTOCOLS = ("protocol_a", "protocol_b", "augment")
+
+
+def protocol_masks(prep: Path, size: int, model_dir: Path) -> tuple[list[dict], torch.Tensor, list[dict], torch.Tensor]:
+    """The TEST and TRAIN masks of `prep` for a generator of `size` px -> (test rows, masks, train rows, masks)."""
+    from siamdiff.data.prep import load_split
+
+    test_rows, _, test_mask = load_split(prep, "test")
+    train_rows, _, train_mask = load_split(prep, "train")
+    if not len(test_rows):
+        raise SiamdiffError(f"{prep}/test.safetensors: the test split is empty; protocol A needs test masks")
+    if not len(train_rows):
+        raise SiamdiffError(f"{prep}/train.safetensors: the train split is empty; protocol B needs train masks")
+    if test_mask.shape[-1] != size:
+        raise SiamdiffError(f"{prep}: masks are {test_mask.shape[-1]} px but {model_dir} generates {size} px; "
+                            "rerun `dvc repro` so the model matches preprocess.size")
+    return test_rows, test_mask, train_rows, train_mask
+
+
+def train_subset(rows: list[dict], fraction: float) -> list[int]:
+    """Indices of a fixed fraction of the train rows: lowest SHA-256(id), in row order."""
+    if fraction >= 1:
+        return list(range(len(rows)))
+    n = max(1, round(fraction * len(rows)))
+    ranked = sorted(range(len(rows)), key=lambda i: hashlib.sha256(rows[i]["id"].encode()).hexdigest())
+    return sorted(ranked[:n])
+
+
+def protocol_jobs(test_rows: list[dict], test_mask, train_rows: list[dict], train_mask, sub: list[int],
+                  seeds: Sequence[int], k: int, augment_k: int) -> dict[str, list[tuple]]:
+    """Every (mask id, mask, run seed, sample) to draw: `protocol_a` (k per TEST mask, sample j with `seeds[j]`),
+    `protocol_b` (one per train mask of `sub`, `seeds[0]`), `augment_extra` (samples 1.. of the augment set)."""
+    return {"protocol_a": [(test_rows[i]["id"], test_mask[i], seeds[j], j) for j in range(k) for i in range(len(test_rows))],
+            "protocol_b": [(train_rows[i]["id"], train_mask[i], seeds[0], 0) for i in sub],
+            "augment_extra": [(train_rows[i]["id"], train_mask[i], seeds[j], j) for j in range(1, augment_k) for i in sub]}
+
+
+def write_protocols(out: Path, jobs: dict[str, list[tuple]], rgb: torch.Tensor, prompt: str,
+                    model_hash: str) -> dict[str, int]:
+    """`out/{protocol_a,protocol_b,augment}` from the images `rgb` of `jobs` (in their order), written atomically;
+    augment = protocol_b's images + augment_extra's. -> pairs per folder."""
+    parts, start = {}, 0
+    for name, js in jobs.items():
+        parts[name] = (rgb[start:start + len(js)], torch.stack([j[1] for j in js]) if js else None,
+                       [j[0] for j in js], [j[2] for j in js], [j[3] for j in js])
+        start += len(js)
+    b, ex = parts["protocol_b"], parts["augment_extra"]
+    if ex[1] is not None:
+        b = (torch.cat([b[0], ex[0]]), torch.cat([b[1], ex[1]]), b[2] + ex[2], b[3] + ex[3], b[4] + ex[4])
+    parts["augment"] = b
+    with atomic_path(out) as tmp:
+        return {name: len(write_pairs(tmp / name, *parts[name], prompt, model_hash)) for name in PROTOCOLS}
 
 
 # ------------------------------------------------------------------------------------------- siamdiff generate
@@ -206,16 +269,8 @@ def generate_from_folder(model, masks, out, k: int = 1, seed: int = 0, steps: in
     mt = torch.from_numpy(m).repeat_interleave(k, dim=0)
     log("generate", f"{len(ids)} masks from {masks_dir} x {k} samples, {steps} DDIM steps, guidance {guidance}, "
                     f"{m.shape[-1]}x{m.shape[-1]} px ({fit}), model {model} ({model_hash[:12]})")
-    bar = None
-    if progress:
-        from siamdiff.utils import progress as progress_bar
-
-        bar = progress_bar(total=len(mt), desc="generate", unit="img")
-    try:
-        rgb = generate_pairs(gen, mt, all_ids, seeds, samples, prompt, steps, guidance, batch_size, bar)
-    finally:
-        if bar is not None:
-            bar.close()
+    rgb = generate_pairs(gen, mt, all_ids, seeds, prompt, steps, guidance, batch_size,
+                         "generate" if progress else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.is_dir():  # empty: atomic_path renames onto it
         shutil.rmtree(out)

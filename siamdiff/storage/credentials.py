@@ -196,7 +196,7 @@ def read_dvc_config(project: str | os.PathLike | None = None) -> dict:
     return out
 
 
-def _remote_settings(name: str, conf: dict, origin: str) -> dict:
+def _remote_settings(name: str, conf: dict) -> dict:
     r = conf["remote"].get(name)
     if r is None:
         known = ", ".join(sorted(conf["remote"])) or "none"
@@ -221,7 +221,7 @@ def resolve(endpoint_url: str | None = None, remote: str | None = None,
     """
     disable_instance_metadata()
     conf = read_dvc_config(project)
-    rconf = _remote_settings(remote, conf, "remote=") if remote else {}
+    rconf = _remote_settings(remote, conf) if remote else {}
 
     for value, origin in ((endpoint_url, endpoint_origin),
                           (rconf.get("endpointurl"), f".dvc/config: DVC remote {remote!r} endpointurl"),

@@ -15,7 +15,7 @@ params.yaml:
 No secret ever goes into params.yaml (DVC records it in dvc.lock and the run cache, ingest in
 data/raw/manifest-v1.json, which `siamdiff publish` uploads): keys come from the environment or
 `.dvc/config.local` (siamdiff.storage.credentials). `check_source` refuses, before anything is read or
-written, a source config with a key other than SOURCE_KEYS, any credential-looking key or value
+written, a source config with a key the params schema's `S3Source` does not have, any credential-looking key or value
 (`aws_secret_access_key`, `secret_key`, `token`, `password`, ...), or an endpoint/URL with user info.
 
 Before anything is yielded, the manifest is read and every key it lists is checked against the layout
@@ -26,7 +26,6 @@ dependency (`remote://<remote>/siamese-data`, see docs/S3.md).
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections import deque
@@ -48,28 +47,19 @@ from siamdiff.storage.publish import list_objects
 from siamdiff.utils import SiamdiffError, log
 
 STAGE = "ingest"
-# Every key an `s3` source accepts (nothing else; in particular no credential: see check_source).
-SOURCE_KEYS = ("type", "url", "remote", "endpoint_url", "splits", "datasets", "jobs", "limit")
-MAX_JOBS = 64
 
 
 def check_source(cfg, where: str = "ingest s3 source") -> dict:
     """Refuse a bad `type: s3` source config with one line naming the key; return it unchanged.
 
-    Credentials first (named by key, never by value), then unknown keys (with the nearest valid one),
-    then the values: `url` an s3:// URL without user info, `endpoint_url` a plain http(s)://host[:port],
-    `remote` a DVC remote name, `splits`/`datasets` lists of names, `jobs` an integer in 1..MAX_JOBS,
-    `limit` a positive integer.
+    Credentials first (named by key, never by value), then what the params schema cannot say: `url` an
+    s3:// URL without user info and with a valid bucket name, `endpoint_url` a plain http(s)://host[:port],
+    `remote` a DVC remote name, `datasets` non-empty names; then the schema's `S3Source`
+    (siamdiff/params_schema.py): unknown keys (with the nearest valid one), types, `splits`, `jobs`, `limit`.
     """
     if not isinstance(cfg, dict):
         raise SiamdiffError(f"params.yaml: {where} must be a mapping (type: s3, url: s3://BUCKET/siamese-data)")
     check_no_secrets(cfg, where)
-    for k in cfg:
-        if k not in SOURCE_KEYS:
-            near = difflib.get_close_matches(str(k), SOURCE_KEYS, n=1, cutoff=0.6)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            raise SiamdiffError(f"params.yaml: {where}.{k}: unknown key of an s3 source; {hint}"
-                                f"valid keys: {', '.join(SOURCE_KEYS)}")
     url = cfg.get("url")
     if not url or not isinstance(url, str):
         raise SiamdiffError(f"params.yaml: {where}.url is missing; the s3 ingest source needs "
@@ -83,20 +73,24 @@ def check_source(cfg, where: str = "ingest s3 source") -> dict:
     if remote is not None and (not isinstance(remote, str) or not remote.strip() or any(c.isspace() for c in remote)):
         raise SiamdiffError(f"params.yaml: {where}.remote must be the name of a DVC remote (`dvc remote list`) "
                             f"or null, got {remote!r}")
-    for key in ("splits", "datasets"):
-        v = cfg.get(key)
-        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) and x for x in v)):
-            raise SiamdiffError(f"params.yaml: {where}.{key} must be a list of names or null, got {v!r}")
-    bad = sorted(set(cfg.get("splits") or []) - set(layout.SPLITS))
-    if bad:
-        raise SiamdiffError(f"params.yaml: {where}.splits {bad} not in {list(layout.SPLITS)}")
-    jobs = cfg.get("jobs")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS):
-        raise SiamdiffError(f"params.yaml: {where}.jobs must be an integer in 1..{MAX_JOBS} or null, got {jobs!r}")
-    limit = cfg.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
-        raise SiamdiffError(f"params.yaml: {where}.limit must be a positive integer or null, got {limit!r}")
+    datasets = cfg.get("datasets")
+    if isinstance(datasets, list) and not all(isinstance(x, str) and x for x in datasets):
+        raise SiamdiffError(f"params.yaml: {where}.datasets must be a list of names or null, got {datasets!r}")
+    _check_schema(cfg, where)
     return cfg
+
+
+def _check_schema(cfg: dict, where: str) -> None:
+    """`cfg` against the params schema's `S3Source` (its `type` may be left out), messages as `siamdiff check`'s."""
+    from pydantic import ValidationError
+
+    from siamdiff.params_schema import S3Source, _message
+
+    data = {"type": "s3", **cfg}
+    try:
+        S3Source.model_validate(data)
+    except ValidationError as e:
+        raise SiamdiffError(f"params.yaml: {_message(where, S3Source, data, e.errors(include_url=False)[0])}") from None
 
 
 def settings_for(cfg: dict, where: str = "ingest s3 source") -> S3Settings:
@@ -147,10 +141,7 @@ def read_manifest(client, bucket: str, prefix: str, s: S3Settings) -> dict:
 def _selected(manifest: dict, cfg: dict) -> list[dict]:
     splits, datasets = cfg.get("splits"), cfg.get("datasets")
     items = manifest.get("items", [])
-    if splits:
-        bad = set(splits) - set(layout.SPLITS)
-        if bad:
-            raise SiamdiffError(f"params.yaml: ingest s3 source splits {sorted(bad)} not in {layout.SPLITS}")
+    if splits:  # names checked by check_source
         items = [it for it in items if it["split"] in splits]
     if datasets:
         items = [it for it in items if it["dataset"] in datasets]

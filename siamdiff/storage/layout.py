@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from urllib.parse import urlparse
 
+from siamdiff.data.split import SPLITS
 from siamdiff.utils import SiamdiffError
 
 MANIFEST = "manifest-v1.json"
 LAYOUT_VERSION = "siamese-data/1"
-SPLITS = ("train", "val", "test")
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,61}[a-z0-9]$")
 

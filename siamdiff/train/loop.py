@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from siamdiff.data.sampler import BalancedBatchSampler
+from siamdiff.machine import choose_cpu_autocast
 from siamdiff.model.siamese import STEPS, TERMS, SiameseBatch, StepConfig, freeze_unet_encoder, trainable_parameters
 from siamdiff.train import checkpoints as ckpt
 from siamdiff.train import performance as perf
@@ -151,6 +152,21 @@ def _progress(total: int, initial: int, enabled: bool):
                     dynamic_ncols=True)
 
 
+def _probe_step(unet, controlnet, scheduler, data: TrainData, prompt_emb, empty_emb, cfg: TrainConfig) -> None:
+    """One forward + backward of the training step on the first rows, with a generator of its own (the run's
+    draws are untouched) and the gradients dropped: what choose_cpu_autocast times."""
+    rows = list(range(min(len(data), int(cfg.batch_size))))
+    batch = make_batch(data, rows, prompt_emb, empty_emb, torch.Generator().manual_seed(1), cfg,
+                       scheduler.config.num_train_timesteps, "cpu")
+    freeze_unet_encoder(unet)
+    controlnet.requires_grad_(True)
+    STEPS[cfg.step_impl](unet, controlnet, scheduler, batch, 0, int(cfg.steps), StepConfig(
+        loss=cfg.loss, lambda_c=float(cfg.lambda_c), augment_t_max=int(cfg.augment_t_max),
+        augment_after=float(cfg.augment_after))).loss.backward()
+    unet.zero_grad(set_to_none=True)
+    controlnet.zero_grad(set_to_none=True)
+
+
 def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, prompt_emb: torch.Tensor,
           empty_emb: torch.Tensor, checkpoint_dir, inputs: dict | None = None, live=None,
           preview: Callable[[int], None] | None = None, stop_after: int | None = None,
@@ -163,8 +179,13 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
 
     use_cuda = torch.cuda.is_available()
     mixed = cfg.mixed_precision
-    if mixed != "no" and not use_cuda:
-        log(f"train.mixed_precision={mixed} ignored on CPU (fp32; bf16 autocast is ~5x slower there)")
+    if mixed == "auto" and use_cuda:
+        mixed = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    elif mixed == "auto":
+        mixed = choose_cpu_autocast("auto", lambda: _probe_step(unet, controlnet, scheduler, data, prompt_emb,
+                                                                 empty_emb, cfg), log=log)
+    elif mixed != "no" and not use_cuda:
+        log(f"train.mixed_precision={mixed} ignored on CPU (fp32; use auto: bf16 only where measured faster)")
         mixed = "no"
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=mixed)
     device, rank = accelerator.device, accelerator.process_index

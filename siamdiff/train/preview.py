@@ -25,18 +25,6 @@ def pick_preview_rows(coverage, n: int) -> list[int]:
     return [int(pool[i]) for i in picks]
 
 
-def make_grid(columns: list[np.ndarray], pad: int = 2) -> np.ndarray:
-    """columns: list of [N, S, S, 3] uint8 -> one image, row i = (columns[0][i] | columns[1][i] | ...)."""
-    n, s = columns[0].shape[0], columns[0].shape[1]
-    k = len(columns)
-    grid = np.full((n * s + (n + 1) * pad, k * s + (k + 1) * pad, 3), 255, np.uint8)
-    for i in range(n):
-        for j, col in enumerate(columns):
-            y, x = pad + i * (s + pad), pad + j * (s + pad)
-            grid[y:y + s, x:x + s] = col[i]
-    return grid
-
-
 def write_png(path: str | os.PathLike, image: np.ndarray, scale: int = 2) -> None:
     from PIL import Image
 
@@ -50,6 +38,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray, scale: int = 2) -> Non
 def render_preview(gen, masks: torch.Tensor, real_rgb: np.ndarray | None, path: str | os.PathLike, *,
                    seeds: list[int], prompt: str, steps: int = 50, guidance: float = 9.0) -> np.ndarray:
     """Sample one image per mask and write the grid; returns the samples (uint8 [B,S,S,3])."""
+    from siamdiff.data.images import grid
     from siamdiff.sample.ddim import sample_from_masks
 
     samples = sample_from_masks(gen, masks, seeds, prompt, steps=steps, guidance=guidance, progress=False)
@@ -57,5 +46,6 @@ def render_preview(gen, masks: torch.Tensor, real_rgb: np.ndarray | None, path: 
     mask_rgb = (masks[:, 0].cpu().numpy() > 0.5).astype(np.uint8)[..., None].repeat(3, -1) * 255
     columns = [mask_rgb, samples] + ([np.asarray(real_rgb)] if real_rgb is not None else [])
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_png(path, make_grid(columns))
+    tiles = [column[i] for i in range(len(mask_rgb)) for column in columns]  # row i = mask | sample | real
+    write_png(path, grid(tiles, columns=len(columns), gap=2, border=2))
     return samples
