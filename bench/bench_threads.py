@@ -56,7 +56,7 @@ def _steps():
     xs = torch.randn(int(s["batch_size"]), 3, size, size)
     n = int(p["sample"]["batch_size"]) * 2
     zs, ts = torch.randn(n, 4, latent, latent), torch.full((n,), 500)
-    hint = torch.randn(n, 1, size, size)
+    hint = torch.rand(n, 3, size, size)  # the mask, repeated to three channels (as the DHI takes it)
 
     def autoencoder():
         out = vae(x).sample
