@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export OMP_NUM_THREADS ?= 2
+# pytest-xdist workers: one per core (each test process uses one torch thread); whole files per worker, so a
+# module's fixtures are built once
+TEST_WORKERS ?= auto
 # pip-tools lives in its own virtualenv, outside the project's lock
 LOCK_TOOLS ?= $(HOME)/.cache/siamdiff/lock-tools
 
@@ -27,7 +30,7 @@ repro: setup
 
 test: setup lint
 	$(BIN)/siamdiff check
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check .

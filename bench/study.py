@@ -4,6 +4,7 @@
     python bench/study.py queue [--seeds 0 1 2 3 4] [--run]      # print (--run: run) the study's commands
     dvc exp show --json > exps.json
     python bench/study.py table exps.json --csv docs/results/polyps-study.csv --md docs/results/polyps-study.md
+    python bench/study.py grids exps.json --seed 0 --out docs/results/polyps-study-grid.png
 
 Arms (everything else as in params.yaml, the `polyps` profile; the same `train.seed`s in every arm, the
 sampling seeds `sample.seeds` fixed):
@@ -142,6 +143,7 @@ def experiments(shown: list) -> list[dict]:
             params = ((data.get("params") or {}).get("params.yaml") or {})
             out.append({
                 "name": rng.get("name") or head.get("name") or head.get("rev"),
+                "rev": head.get("rev"),
                 "state": "failed" if error and state == "success" else state,
                 "error": (error or {}).get("msg") if isinstance(error, dict) else error,
                 "params": params.get("data") or {},
@@ -197,8 +199,8 @@ def collect(shown: list, profile: str = PROFILE) -> dict:
         seen[arm, seed] = e["name"]
         for name, _, fn in DERIVED:
             values[name] = fn(values)
-        runs.append({"name": e["name"], "arm": arm, "seed": seed, "values": values, "params": e["params"],
-                     "outs": e["outs"]})
+        runs.append({"name": e["name"], "rev": e["rev"], "arm": arm, "seed": seed, "values": values,
+                     "params": e["params"], "outs": e["outs"]})
     order = list(ARMS)
     runs.sort(key=lambda r: (order.index(r["arm"]), r["seed"]))
     return {"runs": runs, "failed": failed, "incomplete": incomplete, "other": other}
@@ -307,6 +309,51 @@ def markdown(col: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+# ------------------------------------------------------------------ grids
+GRID = "plots/evaluate/grid.png"  # per run: mask | real | sample 0 .. k-1 for the same test masks (cache: false,
+                                  # so each experiment's commit holds its own copy)
+
+
+def _git_png(rev: str, path: str = GRID):
+    import cv2
+    import numpy as np
+
+    blob = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, check=True).stdout
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def arm_grid(runs: list[dict], seed: int, read=_git_png):
+    """One picture: mask | real (from the first arm), then each arm's samples of the same test masks, all from
+    training seed `seed` (the sampling seeds are fixed). Refuses grids whose mask or real columns differ."""
+    import cv2
+    import numpy as np
+
+    from siamdiff.metrics.fidelity import GRID_TILE
+
+    by = {(r["arm"], r["seed"]): r for r in runs}
+    missing = [arm for arm in ARMS if (arm, seed) not in by]
+    if missing:
+        raise SystemExit(f"no complete run of {', '.join(missing)} with train.seed {seed}")
+    pictures = {arm: read(by[arm, seed]["rev"]) for arm in ARMS}
+    cut = 2 * (GRID_TILE + 2)  # the mask and real columns, and the gap after them
+    first = next(iter(pictures.values()))
+    for arm, pic in pictures.items():
+        if pic.shape != first.shape or not np.array_equal(pic[:, :cut], first[:, :cut]):
+            raise SystemExit(f"{by[arm, seed]['name']}: its grid shows other masks or real images than "
+                             f"{by[next(iter(ARMS)), seed]['name']}'s; the arms must share the data and evaluate")
+
+    def label(text, width):
+        band = np.full((22, width, 3), 255, np.uint8)
+        cv2.putText(band, text, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        return band
+
+    gap = np.full((first.shape[0] + 22, 8, 3), 255, np.uint8)
+    panels = [np.concatenate([label(f"train.seed {seed}", cut), first[:, :cut]])]
+    for arm, pic in pictures.items():
+        panels += [gap, np.concatenate([label(arm, pic.shape[1] - cut), pic[:, cut:]])]
+    return np.concatenate(panels, axis=1)
+
+
 # ------------------------------------------------------------------ queue
 def _outside(path: str, root: Path) -> bool:
     if "://" in path or os.path.isabs(path):
@@ -395,6 +442,18 @@ def table(args) -> None:
     print(md if args.md or args.csv else text + "\n" + md)
 
 
+def grids(args) -> None:
+    import cv2
+
+    with open(args.exps) as f:
+        runs = collect(json.load(f), args.profile)["runs"]
+    picture = arm_grid(runs, args.seed)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(args.out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+        raise SystemExit(f"could not write {args.out}")
+    print(f"wrote {args.out}: {', '.join(ARMS)} at train.seed {args.seed}, the same test masks and sampling seeds")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -408,8 +467,13 @@ def main(argv=None) -> None:
     t.add_argument("--csv", help="write the per-run CSV here (e.g. docs/results/polyps-study.csv)")
     t.add_argument("--md", help="write the markdown tables here")
     t.add_argument("--profile", default=PROFILE, help="runs of another profile are reported as other")
+    g = sub.add_parser("grids", help="one picture: the same test masks sampled by each arm at one training seed")
+    g.add_argument("exps")
+    g.add_argument("--seed", type=int, default=0, help="train.seed of the runs to show (default 0)")
+    g.add_argument("--out", default="docs/results/polyps-study-grid.png")
+    g.add_argument("--profile", default=PROFILE)
     args = p.parse_args(argv)
-    {"queue": queue, "table": table}[args.cmd](args)
+    {"queue": queue, "table": table, "grids": grids}[args.cmd](args)
 
 
 if __name__ == "__main__":

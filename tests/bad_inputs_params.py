@@ -84,7 +84,10 @@ for _dotted, _value in [("sample.guidance", float("inf")), ("sample.guidance", f
                         ("segment.threshold", float("nan")), ("evaluate.batch_size", "32"),
                         ("train.lr", float("inf")), ("train.betas", [0.9]), ("autoencoder.downsample_factor", 6),
                         ("sample.seeds", [0, -1]), ("split.fractions", [0.8, 0.1, float("nan")]),
-                        ("train.balanced_batches", "yes"), ("train.augment_t_max", 1000)]:
+                        ("train.balanced_batches", "yes"), ("train.augment_t_max", 1000),
+                        ("backbone.ema_decay", 1.0), ("backbone.ema_decay", 0), ("backbone.ema_decay", "0.999"),
+                        ("backbone.mixed_precision", "fp16"), ("backbone.mixed_precision", True),
+                        ("train.mixed_precision", "bf32"), ("train.mixed_precision", None)]:
     @case(f"params: {_dotted} = {json.dumps(_value)}")
     def _(tmp, mp, _dotted=_dotted, _value=_value):
         return _params(tmp, _dotted.split(".")[0], _set(_dotted, _value)), _dotted

@@ -225,3 +225,37 @@ def test_queue_commands_set_the_arms(tmp_path):
     # paths inside the project (the demo's synthetic source) are left alone
     demo = {"ingest": {"input_path": "siamdiff/data/synthetic.py", "sources": [{"type": "synthetic", "seed": 0}]}}
     assert study.path_overrides(demo, root) == []
+
+
+def _fake_grid(arm_value: int, real_value: int = 7):
+    """A grid like evaluate's: 2 rows of mask | real | sample 0 | sample 1 tiles, 2 px gaps."""
+    from siamdiff.metrics.fidelity import GRID_TILE
+
+    t = GRID_TILE
+    pic = np.full((2 * t + 2, 4 * t + 6, 3), 255, np.uint8)
+    for c, v in enumerate([200, real_value, arm_value, arm_value + 1]):
+        pic[:, c * (t + 2):c * (t + 2) + t] = v
+    return pic
+
+
+def test_grids_put_each_arms_samples_beside_one_mask_column():
+    from siamdiff.metrics.fidelity import GRID_TILE
+
+    runs = study.collect(fake_exp_show())["runs"]
+    value = {"siamese": 10, "mask-only": 50, "siamese-seed": 90}
+    rev_arm = {r["rev"]: r["arm"] for r in runs}
+    pic = study.arm_grid(runs, 0, read=lambda rev: _fake_grid(value[rev_arm[rev]]))
+    t, cut = GRID_TILE, 2 * (GRID_TILE + 2)
+    assert pic.shape == (22 + 2 * t + 2, cut + 3 * (8 + 2 * t + 2), 3)
+    body = pic[22:]
+    assert (body[:, :t] == 200).all() and (body[:, t + 2:2 * t + 2] == 7).all()  # mask, real: once
+    x = cut
+    for arm in study.ARMS:  # then 8 px gap, sample 0, sample 1 of each arm, in the arms' order
+        x += 8
+        assert (body[:, x:x + t] == value[arm]).all() and (body[:, x + t + 2:x + 2 * t + 2] == value[arm] + 1).all()
+        x += 2 * t + 2
+    with pytest.raises(SystemExit, match="mask-only-s0: its grid shows other masks"):
+        study.arm_grid(runs, 0, read=lambda rev: _fake_grid(value[rev_arm[rev]],
+                                                             real_value=8 if rev_arm[rev] == "mask-only" else 7))
+    with pytest.raises(SystemExit, match="no complete run of mask-only, siamese-seed with train.seed 3"):
+        study.arm_grid(runs, 3, read=lambda rev: _fake_grid(0))
