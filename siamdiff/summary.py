@@ -52,6 +52,16 @@ def headline(root: str | Path = ".") -> list[str]:
     return lines
 
 
+def _stage_order(dvc_yaml: Path) -> list[str]:
+    """The stages in dvc.yaml's order (the pipeline's); [] without a readable dvc.yaml."""
+    import yaml
+
+    try:
+        return list(yaml.safe_load(dvc_yaml.read_text())["stages"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+
+
 def runtime_lines(root: str | Path = ".") -> list[str]:
     """Wall time per stage and the machine that ran it (metrics/runtime/*.json), in pipeline order."""
     from siamdiff.machine import read_runtimes
@@ -59,8 +69,7 @@ def runtime_lines(root: str | Path = ".") -> list[str]:
     runs = read_runtimes(root)
     if not runs:
         return []
-    order = ["ingest", "split", "preprocess", "autoencoder", "encode", "backbone", "train", "sample", "evaluate",
-             "segment"]
+    order = _stage_order(Path(root) / "dvc.yaml")
     names = sorted(runs, key=lambda n: order.index(n) if n in order else len(order))
     machines = {(r.get("cpu"), tuple(r.get("isa", ())), r.get("threads")) for r in runs.values()}
     lines = ["wall time per stage (metrics/runtime/*.json): " + ", ".join(

@@ -52,3 +52,16 @@ def test_the_stage_record_names_the_machine_and_the_choice(tmp_path):
     assert rec["seconds"] == 12.3 and rec["threads"] == torch.get_num_threads() and rec["precision"] == "fp32"
     assert rec["cpu"] and set(rec["isa"]) <= set(machine.ISA_FLAGS) and rec["device"] == "cpu"
     assert machine.read_runtimes(tmp_path) == {"backbone": rec}
+
+
+def test_summary_lists_stage_times_in_dvc_yaml_order(tmp_path):
+    from siamdiff.summary import runtime_lines
+
+    (tmp_path / "dvc.yaml").write_text("stages:\n  zeta: {cmd: x}\n  alpha: {cmd: y}\n")
+    (tmp_path / "metrics" / "runtime").mkdir(parents=True)
+    for name, seconds in [("alpha", 120), ("zeta", 60), ("extra", 30)]:
+        record = {"seconds": seconds, "cpu": "C", "isa": ["avx2"], "threads": 2}
+        (tmp_path / "metrics" / "runtime" / f"{name}.json").write_text(json.dumps(record))
+    first = runtime_lines(tmp_path)[0]
+    assert first.index("zeta 1.0") < first.index("alpha 2.0") < first.index("extra 0.5")
+    assert first.endswith("total 3.5 min")

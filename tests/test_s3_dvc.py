@@ -248,7 +248,9 @@ def test_dvc_faults_fail_fast_with_clear_message(project, s3_server, tmp_path):
     timings["dvc push/unreachable"] = round(time.monotonic() - t, 2)
     assert r.returncode != 0 and "Could not connect to the endpoint URL" in r.stderr, r.stderr
     print("dvc fault timings (s):", json.dumps(timings))
-    assert all(v < 5 for v in timings.values()), timings
+    # bounded retries fail in 2.5-3 s on a quiet machine and ~5.5 s with the tests on every core; botocore's
+    # default retries (5 attempts with back-off, mostly sleeping) take ~16 s whatever the load
+    assert all(v < 11 for v in timings.values()), timings
 
 
 def test_server_killed_mid_push_then_rerun_is_clean(tmp_path):
