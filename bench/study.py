@@ -318,7 +318,11 @@ def _git_png(rev: str, path: str = GRID):
     import cv2
     import numpy as np
 
-    blob = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, check=True).stdout
+    got = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True)
+    if got.returncode != 0:
+        raise SystemExit(f"git show {rev}:{path}: {got.stderr.decode().strip()}; run this in the project that ran "
+                         "the experiments (their commits are in its refs/exps)")
+    blob = got.stdout
     return cv2.cvtColor(cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
