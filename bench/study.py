@@ -328,23 +328,25 @@ def _git_png(rev: str, path: str = GRID):
 
 def arm_grid(runs: list[dict], seed: int, read=_git_png):
     """One picture: mask | real (from the first arm), then each arm's samples of the same test masks, all from
-    training seed `seed` (the sampling seeds are fixed). Refuses grids whose mask or real columns differ."""
+    training seed `seed` (the sampling seeds are fixed), for every arm with a complete run at that seed (at least
+    two). Refuses grids whose mask or real columns differ."""
     import cv2
     import numpy as np
 
     from siamdiff.metrics.fidelity import GRID_TILE
 
     by = {(r["arm"], r["seed"]): r for r in runs}
-    missing = [arm for arm in ARMS if (arm, seed) not in by]
-    if missing:
-        raise SystemExit(f"no complete run of {', '.join(missing)} with train.seed {seed}")
-    pictures = {arm: read(by[arm, seed]["rev"]) for arm in ARMS}
+    shown = [arm for arm in ARMS if (arm, seed) in by]
+    if len(shown) < 2:
+        raise SystemExit(f"train.seed {seed}: complete runs of {', '.join(shown) or 'no arm'} only; a grid compares "
+                         "at least two arms")
+    pictures = {arm: read(by[arm, seed]["rev"]) for arm in shown}
     cut = 2 * (GRID_TILE + 2)  # the mask and real columns, and the gap after them
     first = next(iter(pictures.values()))
     for arm, pic in pictures.items():
         if pic.shape != first.shape or not np.array_equal(pic[:, :cut], first[:, :cut]):
             raise SystemExit(f"{by[arm, seed]['name']}: its grid shows other masks or real images than "
-                             f"{by[next(iter(ARMS)), seed]['name']}'s; the arms must share the data and evaluate")
+                             f"{by[shown[0], seed]['name']}'s; the arms must share the data and evaluate")
 
     def label(text, width):
         band = np.full((22, width, 3), 255, np.uint8)
@@ -455,7 +457,10 @@ def grids(args) -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(args.out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
         raise SystemExit(f"could not write {args.out}")
-    print(f"wrote {args.out}: {', '.join(ARMS)} at train.seed {args.seed}, the same test masks and sampling seeds")
+    shown = [arm for arm in ARMS if any(r["arm"] == arm and r["seed"] == args.seed for r in runs)]
+    missing = [arm for arm in ARMS if arm not in shown]
+    print(f"wrote {args.out}: {', '.join(shown)} at train.seed {args.seed}, the same test masks and sampling seeds"
+          + (f" (no complete run of {', '.join(missing)} at this seed)" if missing else ""))
 
 
 def main(argv=None) -> None:

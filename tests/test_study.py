@@ -257,5 +257,11 @@ def test_grids_put_each_arms_samples_beside_one_mask_column():
     with pytest.raises(SystemExit, match="mask-only-s0: its grid shows other masks"):
         study.arm_grid(runs, 0, read=lambda rev: _fake_grid(value[rev_arm[rev]],
                                                              real_value=8 if rev_arm[rev] == "mask-only" else 7))
-    with pytest.raises(SystemExit, match="no complete run of mask-only, siamese-seed with train.seed 3"):
+    with pytest.raises(SystemExit, match="train.seed 3: complete runs of siamese only; a grid compares at least"):
         study.arm_grid(runs, 3, read=lambda rev: _fake_grid(0))
+    # an arm without a run at this seed is left out (mask-only has no seed-3 run; siamese-seed none at seed 3 either)
+    two = [r for r in runs if r["arm"] != "siamese-seed"]
+    pic = study.arm_grid(two, 0, read=lambda rev: _fake_grid(value[rev_arm[rev]]))
+    assert pic.shape[1] == cut + 2 * (8 + 2 * t + 2)
+    assert (pic[22:, cut + 8:cut + 8 + t] == value["siamese"]).all()
+    assert (pic[22:, -(2 * t + 2):-(t + 2)] == value["mask-only"]).all()
