@@ -329,7 +329,7 @@ def _git_png(rev: str, path: str = GRID):
 def arm_grid(runs: list[dict], seed: int, read=_git_png):
     """One picture: mask | real (from the first arm), then each arm's samples of the same test masks, all from
     training seed `seed` (the sampling seeds are fixed), for every arm with a complete run at that seed (at least
-    two). Refuses grids whose mask or real columns differ."""
+    two) -> (picture, the arms shown). Refuses grids whose mask or real columns differ."""
     import cv2
     import numpy as np
 
@@ -357,7 +357,7 @@ def arm_grid(runs: list[dict], seed: int, read=_git_png):
     panels = [np.concatenate([label(f"train.seed {seed}", cut), first[:, :cut]])]
     for arm, pic in pictures.items():
         panels += [gap, np.concatenate([label(arm, pic.shape[1] - cut), pic[:, cut:]])]
-    return np.concatenate(panels, axis=1)
+    return np.concatenate(panels, axis=1), shown
 
 
 # ------------------------------------------------------------------ queue
@@ -453,11 +453,10 @@ def grids(args) -> None:
 
     with open(args.exps) as f:
         runs = collect(json.load(f), args.profile)["runs"]
-    picture = arm_grid(runs, args.seed)
+    picture, shown = arm_grid(runs, args.seed)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(args.out), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
         raise SystemExit(f"could not write {args.out}")
-    shown = [arm for arm in ARMS if any(r["arm"] == arm and r["seed"] == args.seed for r in runs)]
     missing = [arm for arm in ARMS if arm not in shown]
     print(f"wrote {args.out}: {', '.join(shown)} at train.seed {args.seed}, the same test masks and sampling seeds"
           + (f" (no complete run of {', '.join(missing)} at this seed)" if missing else ""))

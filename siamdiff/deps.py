@@ -59,10 +59,15 @@ def code_deps(stage: str) -> list[str]:
     return sorted(p.relative_to(ROOT).as_posix() for p in seen)
 
 
-if __name__ == "__main__":
+def stage_names(root: Path = ROOT) -> list[str]:
+    """The stages of `root`/dvc.yaml, in its (the pipeline's) order."""
     import yaml
 
-    stages = sys.argv[1:] or list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    return list(yaml.safe_load((Path(root) / "dvc.yaml").read_text())["stages"])
+
+
+if __name__ == "__main__":
+    stages = sys.argv[1:] or stage_names()
     for s in stages:
         print(f"{s}:")
         for d in code_deps(s):

@@ -52,12 +52,14 @@ def headline(root: str | Path = ".") -> list[str]:
     return lines
 
 
-def _stage_order(dvc_yaml: Path) -> list[str]:
+def _stage_order(root: Path) -> list[str]:
     """The stages in dvc.yaml's order (the pipeline's); [] without a readable dvc.yaml."""
     import yaml
 
+    from siamdiff.deps import stage_names
+
     try:
-        return list(yaml.safe_load(dvc_yaml.read_text())["stages"])
+        return stage_names(root)
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return []
 
@@ -69,7 +71,7 @@ def runtime_lines(root: str | Path = ".") -> list[str]:
     runs = read_runtimes(root)
     if not runs:
         return []
-    order = _stage_order(Path(root) / "dvc.yaml")
+    order = _stage_order(Path(root))
     names = sorted(runs, key=lambda n: order.index(n) if n in order else len(order))
     machines = {(r.get("cpu"), tuple(r.get("isa", ())), r.get("threads")) for r in runs.values()}
     lines = ["wall time per stage (metrics/runtime/*.json): " + ", ".join(

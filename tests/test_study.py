@@ -244,7 +244,8 @@ def test_grids_put_each_arms_samples_beside_one_mask_column():
     runs = study.collect(fake_exp_show())["runs"]
     value = {"siamese": 10, "mask-only": 50, "siamese-seed": 90}
     rev_arm = {r["rev"]: r["arm"] for r in runs}
-    pic = study.arm_grid(runs, 0, read=lambda rev: _fake_grid(value[rev_arm[rev]]))
+    pic, shown = study.arm_grid(runs, 0, read=lambda rev: _fake_grid(value[rev_arm[rev]]))
+    assert shown == list(study.ARMS)
     t, cut = GRID_TILE, 2 * (GRID_TILE + 2)
     assert pic.shape == (22 + 2 * t + 2, cut + 3 * (8 + 2 * t + 2), 3)
     body = pic[22:]
@@ -261,7 +262,8 @@ def test_grids_put_each_arms_samples_beside_one_mask_column():
         study.arm_grid(runs, 3, read=lambda rev: _fake_grid(0))
     # an arm without a run at this seed is left out (mask-only has no seed-3 run; siamese-seed none at seed 3 either)
     two = [r for r in runs if r["arm"] != "siamese-seed"]
-    pic = study.arm_grid(two, 0, read=lambda rev: _fake_grid(value[rev_arm[rev]]))
+    pic, shown = study.arm_grid(two, 0, read=lambda rev: _fake_grid(value[rev_arm[rev]]))
+    assert shown == ["siamese", "mask-only"]
     assert pic.shape[1] == cut + 2 * (8 + 2 * t + 2)
     assert (pic[22:, cut + 8:cut + 8 + t] == value["siamese"]).all()
     assert (pic[22:, -(2 * t + 2):-(t + 2)] == value["mask-only"]).all()
