@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from siamdiff.deps import stage_names
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -58,7 +58,7 @@ def bench_repro(rows: list, keep: Path | None = None):
         for d in ("siamdiff", "stages"):
             shutil.rmtree(proj / d)
             shutil.copytree(ROOT / d, proj / d, ignore=shutil.ignore_patterns("__pycache__"))
-        stages = list(yaml.safe_load((proj / "dvc.yaml").read_text())["stages"])
+        stages = stage_names(proj)
         total = 0.0
         for stage in stages:
             t0 = time.perf_counter()

@@ -330,9 +330,9 @@ def arm_grid(runs: list[dict], seed: int, read=_git_png):
     """One picture: mask | real (from the first arm), then each arm's samples of the same test masks, all from
     training seed `seed` (the sampling seeds are fixed), for every arm with a complete run at that seed (at least
     two) -> (picture, the arms shown). Refuses grids whose mask or real columns differ."""
-    import cv2
     import numpy as np
 
+    from siamdiff.data.images import label_band
     from siamdiff.metrics.fidelity import GRID_TILE
 
     by = {(r["arm"], r["seed"]): r for r in runs}
@@ -348,15 +348,11 @@ def arm_grid(runs: list[dict], seed: int, read=_git_png):
             raise SystemExit(f"{by[arm, seed]['name']}: its grid shows other masks or real images than "
                              f"{by[shown[0], seed]['name']}'s; the arms must share the data and evaluate")
 
-    def label(text, width):
-        band = np.full((22, width, 3), 255, np.uint8)
-        cv2.putText(band, text, (4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        return band
-
-    gap = np.full((first.shape[0] + 22, 8, 3), 255, np.uint8)
-    panels = [np.concatenate([label(f"train.seed {seed}", cut), first[:, :cut]])]
+    band = 22
+    gap = np.full((first.shape[0] + band, 8, 3), 255, np.uint8)
+    panels = [np.concatenate([label_band(f"train.seed {seed}", cut, band), first[:, :cut]])]
     for arm, pic in pictures.items():
-        panels += [gap, np.concatenate([label(arm, pic.shape[1] - cut), pic[:, cut:]])]
+        panels += [gap, np.concatenate([label_band(arm, pic.shape[1] - cut, band), pic[:, cut:]])]
     return np.concatenate(panels, axis=1), shown
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from siamdiff.credential_names import KEYS_POINTER, is_credential_key
+from siamdiff.data.split import SPLITS
 from siamdiff.utils import SiamdiffError
 
 # -------------------------------------------------------------------------------------- value types
@@ -86,7 +87,7 @@ class S3Source(Section):
     url: Annotated[str, Field(pattern=r"^s3://[^/@:]+(/.*)?$")]
     endpoint_url: Optional[Annotated[str, Field(pattern=r"^https?://[^/@]+(/.*)?$")]] = None  # no user:secret@
     remote: Optional[str] = None        # a DVC remote whose (--local) config holds the credentials
-    splits: Optional[list[Literal["train", "val", "test"]]] = None
+    splits: Optional[list[Literal[SPLITS]]] = None
     datasets: Optional[list[str]] = None
     jobs: Optional[Annotated[int, Field(ge=1, le=64)]] = None
     limit: Optional[Count] = None
@@ -416,7 +417,7 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
 _SOURCE_TYPES = tuple(SOURCE_MODELS)
 
 
-def _message(section: str, model: type[BaseModel], data: Any, err: dict) -> str:
+def _message(section: str, model: type[BaseModel], err: dict) -> str:
     loc = tuple(p for p in err["loc"] if p not in _SOURCE_TYPES or not isinstance(p, str))
     key = _dotted(section, loc)
     kind, value = err["type"], err.get("input")
@@ -456,6 +457,14 @@ def _message(section: str, model: type[BaseModel], data: Any, err: dict) -> str:
     return f"{key} {msg}{shown}"
 
 
+def check_model(model: type[BaseModel], data: Any, key: str, where: str = "params.yaml") -> None:
+    """Validate `data` (found at `key` in `where`) against one schema model; refuse with its first error."""
+    try:
+        model.model_validate(data)
+    except ValidationError as e:
+        raise SiamdiffError(f"{where}: {_message(key, model, e.errors(include_url=False)[0])}") from None
+
+
 def validate_section(section: str, data: Any, where: str = "params.yaml") -> dict:
     """Validate one section; return it as plain Python values (defaults of optional source keys filled in)."""
     model = SECTIONS.get(section)
@@ -469,7 +478,7 @@ def validate_section(section: str, data: Any, where: str = "params.yaml") -> dic
     except ValidationError as e:
         errors = e.errors(include_url=False)
         more = f" (and {len(errors) - 1} more problem(s); `siamdiff check` lists them)" if len(errors) > 1 else ""
-        raise SiamdiffError(f"{where}: {_message(section, model, data, errors[0])}{more}") from None
+        raise SiamdiffError(f"{where}: {_message(section, model, errors[0])}{more}") from None
 
 
 def check_top_level(params: dict, where: str = "params.yaml") -> None:
@@ -503,6 +512,6 @@ def problems(params: Any, where: str = "params.yaml") -> list[str]:
         try:
             model.model_validate(params[name])
         except ValidationError as e:
-            out.extend(f"{where}: {_message(name, model, params[name], err)}" for err in e.errors(include_url=False))
+            out.extend(f"{where}: {_message(name, model, err)}" for err in e.errors(include_url=False))
     return out
 

@@ -21,6 +21,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     from siamdiff.data.prep import load_split
     from siamdiff.model import autoencoder as ae
     from siamdiff.model.registry import folder_hash, write_record
+    from siamdiff.train.fit import LossCurve, open_live
 
     root = Path(root)
     prep, out = root / "data/prep", root / "models/autoencoder"
@@ -42,7 +43,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     x_val = to_working(torch.as_tensor(rgb_val), stats).float()
     inputs = {"data/prep": sha256_tree(prep)}
 
-    live = _live(root / "dvclive" / STAGE)
+    live = open_live(root / "dvclive" / STAGE)
     t0 = time.perf_counter()
     if mode == "paper":
         vae = ae.load_pretrained_vae(params.get("pretrained"))
@@ -57,16 +58,10 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
                                    params["layers_per_block"], size=size, seed=params["seed"])
         n_par = sum(p.numel() for p in vae.parameters())
         log(STAGE, f"training a {n_par / 1e6:.2f}M-parameter AutoencoderKL for {params['steps']} steps")
-        every = max(1, int(params["steps"]) // 100)
-
-        def on_step(step, mse):
-            if step % every == 0:
-                live.log_metric("train/mse", mse)
-                live.next_step()
-
         ae.train_autoencoder(vae, x_train, steps=int(params["steps"]), batch_size=int(params["batch_size"]),
                              lr=float(params["lr"]), kl_weight=float(params["kl_weight"]),
-                             crop=params["crop"], seed=params["seed"], on_step=on_step, progress=progress)
+                             crop=params["crop"], seed=params["seed"],
+                             on_step=LossCurve(live, "train/mse", int(params["steps"])), progress=progress)
         sf = ae.measure_scaling_factor(vae, x_train, seed=params["seed"])
         vae.register_to_config(scaling_factor=sf)
         log(STAGE, f"scaling factor (1 / std of train latents) = {sf:.4f}")
@@ -94,12 +89,6 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
         ae.reconstruction_grid(real, recon).save(tmp, format="PNG")
     log(STAGE, f"wrote {out}, {metrics_path}, {plot_path}")
     return metrics
-
-
-def _live(path: Path):
-    from dvclive import Live
-
-    return Live(dir=str(path), dvcyaml=None, save_dvc_exp=False, report=None)
 
 
 def main() -> None:

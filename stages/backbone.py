@@ -7,7 +7,6 @@ Both: a few DDIM samples decoded by the autoencoder -> plots/backbone/samples.pn
 """
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -32,24 +31,10 @@ def load_train_latents(root: Path, limit: int | None = None):
     """(latent_mean, latent_std) [N,C,h,w] of the train (item, view)s listed in data/encoded.csv."""
     import torch
 
-    from siamdiff.data.latent_cache import LatentCache
+    from siamdiff.data.latent_cache import read_train_rows
 
-    csv_path, db_path = root / "data/encoded.csv", root / "data/latents.lmdb"
-    if not csv_path.is_file():
-        raise SiamdiffError(f"{csv_path}: not found; run `dvc repro encode`")
-    with open(csv_path, newline="") as f:
-        keys = [r["key"] for r in csv.DictReader(f) if r["split"] == "train"][:limit]
-    if not keys:
-        raise SiamdiffError(f"{csv_path}: no train entries; the train split is empty")
-    with LatentCache(db_path, readonly=True) as cache:
-        got = cache.get_many(keys)
-    missing = sum(g is None for g in got)
-    if missing:
-        raise SiamdiffError(f"{db_path}: {missing} of {len(keys)} latents listed in {csv_path} are missing or "
-                            "corrupt; rerun `dvc repro encode` (it re-encodes them)")
-    mean = torch.stack([g["latent_mean"] for g in got])
-    std = torch.stack([g["latent_std"] for g in got])
-    return mean, std
+    _, items = read_train_rows(root, limit)
+    return torch.stack([it["latent_mean"] for it in items]), torch.stack([it["latent_std"] for it in items])
 
 
 def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
@@ -61,6 +46,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     from siamdiff.model.registry import folder_hash, verify_model, write_record
     from siamdiff.model.schedule import make_train_scheduler
     from siamdiff.model.text import build_demo_text
+    from siamdiff.train.fit import LossCurve, open_live
 
     root = Path(root)
     ae_dir, out = root / "models/autoencoder", root / "models/backbone"
@@ -77,7 +63,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
     ae_config = json.loads((ae_dir / "config.json").read_text())
     latent_channels, scaling = int(ae_config["latent_channels"]), float(ae_config["scaling_factor"])
     inputs = {"models/autoencoder": verify_model(ae_dir, stage="autoencoder")}  # refuses a damaged one, by file
-    live = _live(root / "dvclive" / STAGE)
+    live = open_live(root / "dvclive" / STAGE)
     t0 = time.perf_counter()
     metrics = {"mode": mode}
 
@@ -109,22 +95,14 @@ def run(params: dict, root: str | Path = ".", progress: bool = True) -> dict:
         n_par = sum(p.numel() for p in unet.parameters())
         log(STAGE, f"pre-training a {n_par / 1e6:.2f}M-parameter UNet for {params['steps']} steps")
         steps = int(params["steps"])
-        every, losses = max(1, steps // 100), []
-
-        def on_step(step, loss):
-            losses.append(loss)
-            if step % every == 0:
-                live.log_metric("train/loss", sum(losses[-every:]) / len(losses[-every:]))
-                live.next_step()
-
+        curve = LossCurve(live, "train/loss", steps)
         bb.train_backbone(unet, mean, std, cond, uncond, scaling_factor=scaling, steps=steps,
                           batch_size=int(params["batch_size"]), lr=float(params["lr"]),
                           prompt_dropout=params["prompt_dropout"], seed=seed, snr_gamma=snr_gamma,
                           ema_decay=params["ema_decay"], mixed_precision=params["mixed_precision"],
-                          on_step=on_step, progress=progress, log=lambda m: log(STAGE, m))
+                          on_step=curve, progress=progress, log=lambda m: log(STAGE, m))
         scheduler = make_train_scheduler()
-        tail = losses[-max(1, steps // 10):]
-        metrics.update({"final_loss": round(sum(tail) / len(tail), 5), "steps": steps, "unet_params": n_par})
+        metrics.update({"final_loss": round(curve.tail_mean(), 5), "steps": steps, "unet_params": n_par})
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     unet.eval().requires_grad_(False)
 
@@ -168,12 +146,6 @@ def _row(rgb):
     from siamdiff.data.images import grid
 
     return Image.fromarray(grid(list(rgb.numpy()), columns=len(rgb), gap=0))
-
-
-def _live(path: Path):
-    from dvclive import Live
-
-    return Live(dir=str(path), dvcyaml=None, save_dvc_exp=False, report=None)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ Writes models/siamese (save_generator: a diffusers SiameseDiffusionPipeline, mod
 """
 from __future__ import annotations
 
-import csv
 import os
 import subprocess
 import sys
@@ -37,30 +36,15 @@ def _log(msg: str) -> None:
         log(STAGE, msg)
 
 
-def load_train_data(root: Path, stats: dict):
+def load_train_data(root: Path):
     """TrainData from the train rows of data/encoded.csv, read from the latent cache."""
     import numpy as np
     import torch
 
-    from siamdiff.data.latent_cache import LatentCache
+    from siamdiff.data.latent_cache import read_train_rows
     from siamdiff.train.loop import TrainData
 
-    csv_path, db_path = root / "data/encoded.csv", root / "data/latents.lmdb"
-    if not csv_path.is_file():
-        raise SiamdiffError(f"{csv_path}: not found; run `dvc repro encode`")
-    with open(csv_path, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
-    if not rows:
-        raise SiamdiffError(f"{csv_path}: no train rows; check the split and rerun `dvc repro encode`")
-    cache = LatentCache(db_path, readonly=True)
-    try:
-        items = cache.get_many([r["key"] for r in rows])
-    finally:
-        cache.close()
-    bad = [r for r, it in zip(rows, items) if it is None]
-    if bad:
-        raise SiamdiffError(f"{db_path}: {len(bad)} of {len(rows)} train latents missing or corrupt (first: "
-                            f"{bad[0]['id']} view {bad[0]['view']}); rerun `dvc repro encode`")
+    rows, items = read_train_rows(root)
     return TrainData(
         latent_mean=torch.stack([it["latent_mean"].float() for it in items]),
         latent_std=torch.stack([it["latent_std"].float() for it in items]),
@@ -88,6 +72,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
     from siamdiff.model.registry import verify_model
     from siamdiff.model.schedule import make_train_scheduler
     from siamdiff.model.text import encode_prompts
+    from siamdiff.train.fit import open_live
     from siamdiff.train.loop import TrainConfig, train
     from siamdiff.train.preview import pick_preview_rows, render_preview
 
@@ -102,7 +87,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
     if not (ae_dir / "config.json").is_file():
         raise SiamdiffError(f"{ae_dir}: no autoencoder here; run `dvc repro autoencoder`")
 
-    data = load_train_data(root, stats)
+    data = load_train_data(root)
     ae_hash = verify_model(ae_dir, stage="autoencoder")  # a damaged model is refused by file, before loading
     try:
         vae = AutoencoderKL.from_pretrained(ae_dir, local_files_only=True).eval().requires_grad_(False)
@@ -148,14 +133,7 @@ def run(params: dict, root: str | Path = ".", progress: bool = True, stop_after:
         _log(f"step {step}: wrote {preview_path} ({time.perf_counter() - t1:.1f} s)")
 
     main_process = int(os.environ.get("RANK", "0")) == 0
-    live = None
-    try:
-        from dvclive import Live
-
-        if main_process:
-            live = Live(dir=str(root / "plots/train/live"), dvcyaml=False, save_dvc_exp=False, report=None)
-    except Exception as e:  # pragma: no cover - logging is optional
-        _log(f"dvclive unavailable ({e}); curves not logged")
+    live = open_live(root / "plots/train/live") if main_process else None
     try:
         summary = train(cfg, unet=unet, controlnet=controlnet, scheduler=scheduler, data=data,
                         prompt_emb=prompt_emb, empty_emb=empty_emb, checkpoint_dir=root / "models/checkpoints",

@@ -544,7 +544,7 @@ def _(tmp, mp):
     from stages.train import load_train_data
     (tmp / "data").mkdir()
     (tmp / "data/encoded.csv").write_text("id,split,view,key,coverage\nd-p-0,train,0,k,0.1\n")
-    return lambda: load_train_data(tmp, {"space": "rgb"}), "latents.lmdb"
+    return lambda: load_train_data(tmp), "latents.lmdb"
 
 
 @case("train: a latent missing from the cache")
@@ -556,7 +556,7 @@ def _(tmp, mp):
     with LatentCache(tmp / "data/latents.lmdb") as c:
         c.put("present", {"latent_mean": torch.zeros(1)})
     (tmp / "data/encoded.csv").write_text("id,split,view,key,coverage\nd-p-0,train,0,absent,0.1\n")
-    return lambda: load_train_data(tmp, {"space": "rgb"}), "latents.lmdb"
+    return lambda: load_train_data(tmp), "latents.lmdb"
 
 
 # -------------------------------------------------------------------------------------------- sample

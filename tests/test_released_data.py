@@ -102,7 +102,7 @@ def test_one_view_encodes_the_identity_and_trains(tmp_path):
             entry = cache.get(r["key"])
             assert np.array_equal(entry["mask"].numpy(), mask[i])  # identity: the preprocessed pair itself
             assert torch.equal(entry["image"], to_working(torch.as_tensor(rgb[i:i + 1]), stats)[0].float())
-    data = load_train_data(tmp_path, stats)
+    data = load_train_data(tmp_path)
     assert len(data) == 6 and all(v == 0 for _, v in data.ids) and data.latent_mean.shape[-1] == 4
     unet, controlnet = tiny_models(nonzero=False)
     e = torch.randn(1, 5, 16)

@@ -279,6 +279,13 @@ def thumbnail(image: np.ndarray, mask: np.ndarray, tile: tuple[int, int] = (192,
     return out
 
 
+def label_band(text: str, width: int, height: int = 18) -> np.ndarray:
+    """A white band `width` px wide with `text` in black: column and panel titles of the sample grids."""
+    band = np.full((height, width, 3), 255, np.uint8)
+    cv2.putText(band, text, (4, height - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return band
+
+
 def grid(tiles: Sequence[np.ndarray], columns: int = 6, gap: int = 2, border: int = 0) -> np.ndarray:
     """Tiles of equal size (RGB uint8), row by row, `gap` white pixels apart inside a white `border` -> one RGB picture."""
     if not tiles:

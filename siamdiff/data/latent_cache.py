@@ -176,3 +176,29 @@ class LatentCache:
     def __exit__(self, *exc):
         self.close()
 
+
+
+def read_train_rows(root: str | os.PathLike, limit: int | None = None) -> tuple[list[dict], list[dict]]:
+    """The train rows of <root>/data/encoded.csv (the first `limit`) and their cached entries, in order.
+
+    Refuses, naming the file and the fix, when the table is missing or has no train rows, and when any
+    listed latent is absent or corrupt (the trainers never train on a partial cache).
+    """
+    import csv
+
+    root = Path(root)
+    csv_path, db_path = root / "data/encoded.csv", root / "data/latents.lmdb"
+    if not csv_path.is_file():
+        raise SiamdiffError(f"{csv_path}: not found; run `dvc repro encode`")
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"][:limit]
+    if not rows:
+        raise SiamdiffError(f"{csv_path}: no train rows; check the split and rerun `dvc repro encode`")
+    with LatentCache(db_path, readonly=True) as cache:
+        items = cache.get_many([r["key"] for r in rows])
+    bad = [r for r, it in zip(rows, items) if it is None]
+    if bad:
+        raise SiamdiffError(f"{db_path}: {len(bad)} of {len(rows)} train latents listed in {csv_path} are missing "
+                            f"or corrupt (first: {bad[0]['id']} view {bad[0]['view']}); rerun `dvc repro encode` "
+                            "(it re-encodes them)")
+    return rows, items

@@ -136,7 +136,7 @@ def samples_grid(test_rows, test_rgb, test_mask, a_rows, a_rgb, k: int, n: int =
     import cv2
     import numpy as np
 
-    from siamdiff.data.images import grid
+    from siamdiff.data.images import grid, label_band
 
     order = sorted(range(len(test_rows)), key=lambda i: test_rows[i]["coverage"])
     pick = [order[round(x)] for x in np.linspace(0, len(order) - 1, min(n, len(order)))]
@@ -147,12 +147,7 @@ def samples_grid(test_rows, test_rgb, test_mask, a_rows, a_rgb, k: int, n: int =
     def tile(im):
         return cv2.resize(np.ascontiguousarray(im), (GRID_TILE, GRID_TILE), interpolation=cv2.INTER_NEAREST)
 
-    def label(text):
-        t = np.full((18, GRID_TILE, 3), 255, np.uint8)
-        cv2.putText(t, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-        return t
-
-    header = grid([label(x) for x in ["mask", "real"] + [f"sample {j}" for j in range(k)]], columns=2 + k, gap=2)
+    header = grid([label_band(x, GRID_TILE) for x in ["mask", "real"] + [f"sample {j}" for j in range(k)]], columns=2 + k, gap=2)
     tiles = []
     blank = np.full((GRID_TILE, GRID_TILE, 3), 255, np.uint8)
     for i in dict.fromkeys(pick):

@@ -159,17 +159,15 @@ def train_autoencoder(vae, train_x, *, steps: int, batch_size: int, lr: float, k
     """
     import torch
 
-    from siamdiff.utils import progress as progress_bar
+    from siamdiff.train.fit import fit
 
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))))
-    vae.train()
-    bar = progress_bar(range(steps), desc="autoencoder", disable=not progress, mininterval=5)
-    for step in bar:
-        idx = torch.randint(len(train_x), (batch_size,), generator=g)
-        x = train_x[idx]
+
+    def step_loss():
+        x = train_x[torch.randint(len(train_x), (batch_size,), generator=g)]
         if crop and crop < x.shape[-1]:
             y0, x0 = (int(v) for v in torch.randint(x.shape[-1] - crop + 1, (2,), generator=g))
             x = x[..., y0:y0 + crop, x0:x0 + crop]
@@ -177,18 +175,13 @@ def train_autoencoder(vae, train_x, *, steps: int, batch_size: int, lr: float, k
             x = x.flip(-1)
         x = torch.rot90(x, int(torch.randint(4, (), generator=g)), dims=(-2, -1))
         posterior = vae.encode(x).latent_dist
-        x_hat = vae.decode(posterior.sample(generator=g)).sample
-        rec = (x_hat - x).pow(2).mean()
+        rec = (vae.decode(posterior.sample(generator=g)).sample - x).pow(2).mean()
         kl = posterior.kl().mean() / x[0].numel()
-        loss = rec + kl_weight * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if on_step is not None:
-            on_step(step, rec.item())
-        if step % 50 == 0:
-            bar.set_postfix(mse=f"{rec.item():.5f}")
+        return rec + kl_weight * kl, rec.item()
+
+    vae.train()
+    fit(vae.parameters(), step_loss, opt, sched, steps=steps, desc="autoencoder", on_step=on_step,
+        progress=progress)
     vae.eval().requires_grad_(False)
     return vae
 

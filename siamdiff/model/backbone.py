@@ -132,7 +132,7 @@ def train_backbone(unet, latent_mean, latent_std, cond, uncond, *, scaling_facto
     from diffusers.training_utils import EMAModel, compute_snr
 
     from siamdiff.machine import choose_cpu_autocast
-    from siamdiff.utils import progress as progress_bar
+    from siamdiff.train.fit import fit
 
     scheduler = make_train_scheduler()
     g = torch.Generator().manual_seed(seed)
@@ -163,20 +163,13 @@ def train_backbone(unet, latent_mean, latent_std, cond, uncond, *, scaling_facto
     use_bf16 = (not torch.cuda.is_available() and
                 choose_cpu_autocast(mixed_precision, probe, log=log) == "bf16")
     ema = EMAModel(unet.parameters(), decay=ema_decay) if ema_decay else None
-    bar = progress_bar(range(steps), desc="backbone", disable=not progress, mininterval=5)
-    for step in bar:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            loss = loss_of(*draw(g))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if ema is not None:
-            ema.step(unet.parameters())
-        if on_step is not None:
-            on_step(step, loss.item())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+
+    def step_loss():
+        loss = loss_of(*draw(g))
+        return loss, loss.item()
+
+    fit(unet.parameters(), step_loss, opt, sched, steps=steps, desc="backbone", ema=ema, bf16=use_bf16,
+        on_step=on_step, progress=progress)
     raw = None
     if ema is not None:
         raw = {k: v.detach().clone() for k, v in unet.state_dict().items()}

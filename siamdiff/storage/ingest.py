@@ -82,15 +82,9 @@ def check_source(cfg, where: str = "ingest s3 source") -> dict:
 
 def _check_schema(cfg: dict, where: str) -> None:
     """`cfg` against the params schema's `S3Source` (its `type` may be left out), messages as `siamdiff check`'s."""
-    from pydantic import ValidationError
+    from siamdiff.params_schema import S3Source, check_model
 
-    from siamdiff.params_schema import S3Source, _message
-
-    data = {"type": "s3", **cfg}
-    try:
-        S3Source.model_validate(data)
-    except ValidationError as e:
-        raise SiamdiffError(f"params.yaml: {_message(where, S3Source, data, e.errors(include_url=False)[0])}") from None
+    check_model(S3Source, {"type": "s3", **cfg}, where)
 
 
 def settings_for(cfg: dict, where: str = "ingest s3 source") -> S3Settings:

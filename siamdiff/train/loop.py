@@ -152,6 +152,11 @@ def _progress(total: int, initial: int, enabled: bool):
                     dynamic_ncols=True)
 
 
+def _step_config(cfg: TrainConfig, lambda_c: float) -> StepConfig:
+    return StepConfig(loss=cfg.loss, lambda_c=lambda_c, augment_t_max=int(cfg.augment_t_max),
+                      augment_after=float(cfg.augment_after))
+
+
 def _probe_step(unet, controlnet, scheduler, data: TrainData, prompt_emb, empty_emb, cfg: TrainConfig) -> None:
     """One forward + backward of the training step on the first rows, with a generator of its own (the run's
     draws are untouched) and the gradients dropped: what choose_cpu_autocast times."""
@@ -160,9 +165,8 @@ def _probe_step(unet, controlnet, scheduler, data: TrainData, prompt_emb, empty_
                        scheduler.config.num_train_timesteps, "cpu")
     freeze_unet_encoder(unet)
     controlnet.requires_grad_(True)
-    STEPS[cfg.step_impl](unet, controlnet, scheduler, batch, 0, int(cfg.steps), StepConfig(
-        loss=cfg.loss, lambda_c=float(cfg.lambda_c), augment_t_max=int(cfg.augment_t_max),
-        augment_after=float(cfg.augment_after))).loss.backward()
+    STEPS[cfg.step_impl](unet, controlnet, scheduler, batch, 0, int(cfg.steps),
+                         _step_config(cfg, float(cfg.lambda_c))).loss.backward()
     unet.zero_grad(set_to_none=True)
     controlnet.zero_grad(set_to_none=True)
 
@@ -276,8 +280,7 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
             break
         t0 = time.perf_counter()
         lam = lambda_c(step, float(cfg.lambda_c), int(cfg.lambda_c_warmup))
-        step_cfg = StepConfig(loss=cfg.loss, lambda_c=lam, augment_t_max=int(cfg.augment_t_max),
-                              augment_after=float(cfg.augment_after))
+        step_cfg = _step_config(cfg, lam)
         sums = {k: 0.0 for k in TERMS}
         loss_sum, aug_rows = 0.0, 0
         for _ in range(int(cfg.grad_accumulation)):
