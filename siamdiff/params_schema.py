@@ -222,6 +222,7 @@ class Train(Section):
     lambda_c_warmup: NonNegInt
     lr_warmup: NonNegInt
     lr_schedule: Literal["constant", "cosine"]
+    ema_decay: Optional[Annotated[float, Field(gt=0, lt=1)]]
     grad_accumulation: Count
     mixed_precision: Literal["no", "fp16", "bf16", "auto"]
     gradient_checkpointing: bool

@@ -86,6 +86,7 @@ for _dotted, _value in [("sample.guidance", float("inf")), ("sample.guidance", f
                         ("sample.seeds", [0, -1]), ("split.fractions", [0.8, 0.1, float("nan")]),
                         ("train.balanced_batches", "yes"), ("train.augment_t_max", 1000),
                         ("backbone.ema_decay", 1.0), ("backbone.ema_decay", 0), ("backbone.ema_decay", "0.999"),
+                        ("train.ema_decay", 1.0), ("train.ema_decay", -0.5),
                         ("backbone.mixed_precision", "fp16"), ("backbone.mixed_precision", True),
                         ("train.mixed_precision", "bf32"), ("train.mixed_precision", None)]:
     @case(f"params: {_dotted} = {json.dumps(_value)}")

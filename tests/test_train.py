@@ -80,6 +80,49 @@ def test_resume_gives_identical_weights(tmp_path):
     assert sa["final"] == sb["final"]
 
 
+def test_ema_model_is_the_average_and_resumes_bit_identically(tmp_path):
+    """train.ema_decay: the trained weights end as diffusers' EMA of the raw trajectory (computed here from the
+    raw weights after each step); a run killed and resumed reaches the same EMA and the same raw checkpoint."""
+    from diffusers.training_utils import EMAModel
+
+    class Snapshots:  # a dvclive stand-in: the loop calls next_step() once after each optimiser step
+        def __init__(self, params):
+            self.params, self.taken = params, []
+
+        def log_metric(self, *args, **kwargs):
+            pass
+
+        def next_step(self):
+            self.taken.append([p.detach().clone().requires_grad_() for p in self.params])  # EMAModel copies frozen ones
+
+    unet, controlnet = tiny_models(nonzero=False)
+    prompt_emb, empty_emb = text()
+    raw = Snapshots(train_loop.params_of(trainable_parameters(controlnet, unet)))
+    train(config(checkpoint_every=0), unet=unet, controlnet=controlnet, scheduler=make_train_scheduler(),
+          data=tiny_data(), prompt_emb=prompt_emb, empty_emb=empty_emb, checkpoint_dir=tmp_path / "raw",
+          inputs={"x": "1"}, live=raw, log=lambda m: None, progress=False)
+    per_step = raw.taken
+    assert len(per_step) == 6
+    fresh_unet, fresh_cn = tiny_models(nonzero=False)
+    expected = EMAModel(train_loop.params_of(trainable_parameters(fresh_cn, fresh_unet)), decay=0.9)
+    for params in per_step:
+        expected.step(params)
+
+    cfg = config(ema_decay=0.9)
+    ua, ca, _ = run(tmp_path / "a", cfg)
+    got = train_loop.params_of(trainable_parameters(ca, ua))
+    assert all(torch.allclose(g, e, atol=1e-7) for g, e in zip(got, expected.shadow_params))
+    assert not all(torch.equal(g, r) for g, r in zip(got, per_step[-1]))  # not the raw weights
+
+    run(tmp_path / "b", cfg, stop_after=3)
+    ub, cb, sb = run(tmp_path / "b", cfg)
+    assert sb["resumed_from_step"] == 2
+    a, b = state(ua, ca), state(ub, cb)
+    assert not [k for k in a if not torch.equal(a[k], b[k])]
+    for name in ("controlnet.safetensors", "ema.safetensors"):
+        assert (tmp_path / "a/step-000006" / name).read_bytes() == (tmp_path / "b/step-000006" / name).read_bytes()
+
+
 def test_changed_params_do_not_resume(tmp_path):
     run(tmp_path, config(steps=2))
     _, _, s = run(tmp_path, config(steps=2, lr=2e-3))

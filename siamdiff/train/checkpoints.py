@@ -91,8 +91,9 @@ def _numpy_state() -> tuple[torch.Tensor, dict]:
 
 def save_checkpoint(root: str | os.PathLike, step: int, *, controlnet, unet_decoder: dict[str, torch.Tensor],
                     optimizer, lr_scheduler, sampler, generator: torch.Generator, fingerprint: str,
-                    history: list[dict], keep: int = 2, rank: int = 0) -> Path:
-    """Write `root/step-XXXXXX` atomically; keep the newest `keep` checkpoints (0 = all)."""
+                    history: list[dict], keep: int = 2, rank: int = 0, ema=None) -> Path:
+    """Write `root/step-XXXXXX` atomically; keep the newest `keep` checkpoints (0 = all). `ema`: a diffusers
+    EMAModel, saved beside the raw weights (ema.safetensors + its counters in state.json)."""
     root = Path(root)
     target = root / checkpoint_name(step)
     opt_tensors, groups = _optimizer_tensors(optimizer)
@@ -104,12 +105,17 @@ def save_checkpoint(root: str | os.PathLike, step: int, *, controlnet, unet_deco
         "python_random": _jsonable(random.getstate()), "numpy_random": np_rest, "history": history,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # when these weights were made
     }
+    if ema is not None:
+        state["ema"] = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in controlnet.state_dict().items()},
                   str(tmp / "controlnet.safetensors"))
         save_file({k: v.detach().cpu().contiguous() for k, v in unet_decoder.items()}, str(tmp / "unet_decoder.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        if ema is not None:
+            save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+                      str(tmp / "ema.safetensors"))
         save_file({"torch_cpu": torch.get_rng_state(), "train_generator": generator.get_state(),
                    "numpy_keys": np_keys}, str(tmp / f"rng-{rank}.safetensors"))
         state["files"] = {f.name: sha256_file(f) for f in sorted(tmp.glob("*.safetensors"))}
@@ -144,6 +150,7 @@ def verify_checkpoint(path: str | os.PathLike, rank: int = 0) -> dict:
     path = Path(path)
     state = read_state(path)
     needed = ["controlnet.safetensors", "unet_decoder.safetensors", "optimizer.safetensors", f"rng-{rank}.safetensors"]
+    needed += ["ema.safetensors"] if "ema" in state else []
     recorded = state.get("files")
     for name in needed:
         f = path / name
@@ -230,7 +237,7 @@ def remove_stale(root: str | os.PathLike, fingerprint: str) -> list[Path]:
 
 
 def load_checkpoint(path: str | os.PathLike, *, controlnet, unet, optimizer, lr_scheduler, sampler,
-                    generator: torch.Generator, rank: int = 0) -> dict:
+                    generator: torch.Generator, rank: int = 0, ema=None) -> dict:
     """Restore everything `save_checkpoint` wrote; returns the state dict (step, history, ...)."""
     path = Path(path)
     state = read_state(path)
@@ -245,6 +252,9 @@ def load_checkpoint(path: str | os.PathLike, *, controlnet, unet, optimizer, lr_
         lr_scheduler.load_state_dict({**state["lr_scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
         sampler.load_state_dict(state["sampler"])
         rng = load_file(str(path / f"rng-{rank}.safetensors"))
+        if ema is not None:
+            shadow = load_file(str(path / "ema.safetensors"))
+            ema.load_state_dict({**state["ema"], "shadow_params": [shadow[str(i)] for i in range(len(shadow))]})
     except (OSError, RuntimeError, KeyError, ValueError) as e:
         raise SiamdiffError(f"{path}: cannot resume from this checkpoint ({e}); delete it to start afresh") from e
     torch.set_rng_state(rng["torch_cpu"])

@@ -38,7 +38,7 @@ NON_NUMERIC = ("checkpoint_every", "preview_every", "keep_checkpoints", "preview
                "preview_guidance", "gradient_checkpointing", "attention", "reduce_bucket_mb")
 # params added later that do change the numbers: at these (released) values they stay out of the fingerprint,
 # so checkpoints written before the param existed still resume
-FINGERPRINT_UNLESS = {"optimizer": "adamw", "allow_tf32": False}
+FINGERPRINT_UNLESS = {"optimizer": "adamw", "allow_tf32": False, "ema_decay": None}
 
 
 @dataclass
@@ -62,6 +62,7 @@ class TrainConfig:
     lambda_c_warmup: int
     lr_warmup: int
     lr_schedule: str
+    ema_decay: float | None         # EMA of the trained weights, saved as the model; None = off (released)
     grad_accumulation: int
     mixed_precision: str
     gradient_checkpointing: bool
@@ -152,6 +153,19 @@ def _progress(total: int, initial: int, enabled: bool):
                     dynamic_ncols=True)
 
 
+def params_of(groups: dict) -> list:
+    return [p for g in groups.values() for p in g]
+
+
+def _make_ema(params: list, decay: float | None):
+    """diffusers EMAModel of the trained parameters (its default warm-up: decay min(decay, (1+n)/(10+n)))."""
+    if not decay:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(params, decay=float(decay))
+
+
 def _step_config(cfg: TrainConfig, lambda_c: float) -> StepConfig:
     return StepConfig(loss=cfg.loss, lambda_c=lambda_c, augment_t_max=int(cfg.augment_t_max),
                       augment_after=float(cfg.augment_after))
@@ -225,11 +239,12 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
     if int(cfg.batch_size) % world:
         raise SiamdiffError(f"params.yaml: train.batch_size={cfg.batch_size} must be divisible by the number of "
                             f"processes ({world}): it is the global batch, split across processes")
+    ema = _make_ema(params_of(groups), cfg.ema_decay)
     sampler = BalancedBatchSampler(data.coverage, int(cfg.batch_size), seed=int(cfg.seed),
                                    balanced=bool(cfg.balanced_batches))
     generator = torch.Generator().manual_seed(int(cfg.seed) * 7919)
     optimizer = accelerator.prepare(optimizer)
-    params = [p for g in groups.values() for p in g]
+    params = params_of(groups)
     n_params = {k: sum(p.numel() for p in v) for k, v in groups.items()}
     mem = perf.training_memory([unet, controlnet], params, cfg.optimizer)
     log("memory per process before activations: " + " + ".join(
@@ -258,7 +273,8 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
         stale_pending = False
     if resume_path is not None:
         state = ckpt.load_checkpoint(resume_path, controlnet=controlnet, unet=unet, optimizer=optimizer,
-                                     lr_scheduler=lr_scheduler, sampler=sampler, generator=generator, rank=0)
+                                     lr_scheduler=lr_scheduler, sampler=sampler, generator=generator, ema=ema,
+                                     rank=0)
         start, history = int(state["step"]), list(state.get("history", []))
         log(f"resumed from {resume_path} (step {start} of {total})")
         if live is not None:
@@ -305,6 +321,8 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
             # a few bucketed all-reduces, not one per tensor (a missing grad counts as zeros)
             perf.allreduce_mean_bucketed(params, world, float(cfg.reduce_bucket_mb))
         optimizer.step()
+        if ema is not None:
+            ema.step(params)
         lr_now = {g["name"]: g["lr"] for g in optimizer.param_groups}
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -333,23 +351,27 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
                 checkpoint_dir, done, controlnet=accelerator.unwrap_model(controlnet),
                 unet_decoder=_decoder_state(unet), optimizer=optimizer, lr_scheduler=lr_scheduler,
                 sampler=sampler, generator=generator, fingerprint=fingerprint, history=history,
-                keep=int(cfg.keep_checkpoints))
+                keep=int(cfg.keep_checkpoints), ema=ema)
             if stale_pending:
                 drop_stale()
                 stale_pending = False
         # always at the last step: plots/train/preview.png is a declared DVC output, so
         # `preview_every: 0` means "final preview only", not "none" (else `dvc repro` fails)
         if preview is not None and accelerator.is_main_process and (
-                done == total or (cfg.preview_every and done % int(cfg.preview_every) == 0)):
+                (done == total and ema is None) or (cfg.preview_every and done % int(cfg.preview_every) == 0)):
             preview(done)
             previewed = done
     bar.close()
+    if ema is not None and len(history) == total:
+        ema.copy_to(params)  # the model is the average; the checkpoints keep the raw weights beside it
+        log(f"the model holds the EMA of the weights (train.ema_decay {cfg.ema_decay})")
     # Resumed from the final checkpoint (a forced rerun, a changed preview/checkpoint param, a kill after the
     # last checkpoint): no step ran, but plots/train/preview.png is a declared output: draw it from the final
-    # weights (fixed masks and seeds, so the same weights give the same file).
+    # weights (fixed masks and seeds, so the same weights give the same file). With EMA it is drawn here.
     if (preview is not None and accelerator.is_main_process and len(history) == total and total > 0
             and previewed != total):
-        log(f"resumed from the final checkpoint (step {total}): redrawing the preview from its weights")
+        if ema is None:
+            log(f"resumed from the final checkpoint (step {total}): redrawing the preview from its weights")
         preview(total)
     seconds = time.perf_counter() - t_start
     ran = len(history) - start
