@@ -177,7 +177,9 @@ def test_wrong_credentials_and_unreachable_endpoint_fail_fast(s3_server, toy_dat
                        ("ingest", lambda s=s: list(s3_items({"url": url}, settings=s)))):
             dt, msg = _timed(fn)
             timings[f"{op}/{name}"] = round(dt, 2)
-            assert dt < 5, (op, name, dt)
+            # bounded retries: ~1-3 s quiet, more on a loaded machine; botocore's default back-off sleeps ~16 s
+            # whatever the load (the same bound as test_s3_dvc's, for the same reason)
+            assert dt < 11, (op, name, dt)
             if name == "wrong_credentials":
                 assert "rejected the credentials" in msg and "not-the-secret" not in msg
             else:
