@@ -184,6 +184,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def safetensors_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """`metadata=` for safetensors' save_file: one sorted-JSON entry ("siamdiff"). safetensors writes a mapping of
+    several keys in a random order per call, so the same tensors and metadata would give different bytes, hence
+    different DVC hashes, from one run to the next."""
+    return {"siamdiff": json.dumps(metadata, sort_keys=True)}
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -182,3 +182,26 @@ def test_stage_outputs_follow_the_contract(tmp_path):
     (tmp_path / "split.csv").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(SiamdiffError, match="does not match"):
         run({"size": 32}, raw_dir=tmp_path / "raw", split_csv=tmp_path / "split.csv", out_dir=tmp_path / "prep")
+
+
+def test_rerun_writes_byte_identical_files(tmp_path):
+    """The same inputs and params give the same bytes (so the same DVC hash) on every run: safetensors writes
+    a metadata mapping of several keys in a random order per call, so the metadata goes in as one entry."""
+    import json
+
+    from safetensors import safe_open
+
+    from siamdiff.data.preprocess import run
+    from siamdiff.data.sources import ingest
+    from siamdiff.utils import sha256_tree
+
+    manifest = ingest({"sources": [{"type": "synthetic", "seed": 0, "patients": 4, "frames_per_patient": 1,
+                                    "datasets": ["synth-b"]}]}, raw_dir=tmp_path / "raw", plot_path=None)
+    _split_csv(tmp_path / "split.csv", manifest)
+    hashes = set()
+    for i in range(6):  # 4 metadata keys: 24 orders, so 6 runs in one order by chance is ~1e-7
+        run({"size": 16}, raw_dir=tmp_path / "raw", split_csv=tmp_path / "split.csv", out_dir=tmp_path / f"prep{i}")
+        hashes.add(sha256_tree(tmp_path / f"prep{i}"))
+    assert len(hashes) == 1
+    with safe_open(str(tmp_path / "prep0" / "train.safetensors"), "np") as f:
+        assert json.loads(f.metadata()["siamdiff"])["split"] == "train"

