@@ -108,11 +108,17 @@ def test_ema_model_is_the_average_and_resumes_bit_identically(tmp_path):
     for params in per_step:
         expected.step(params)
 
-    cfg = config(ema_decay=0.9)
-    ua, ca, _ = run(tmp_path / "a", cfg)
+    cfg = config(ema_decay=0.9, preview_every=3)  # 3 divides the 6 steps: the last preview is still the EMA's
+    ua, ca = tiny_models(nonzero=False)
     got = train_loop.params_of(trainable_parameters(ca, ua))
+    previewed = {}
+    train(cfg, unet=ua, controlnet=ca, scheduler=make_train_scheduler(), data=tiny_data(), prompt_emb=prompt_emb,
+          empty_emb=empty_emb, checkpoint_dir=tmp_path / "a", inputs={"x": "1"}, log=lambda m: None, progress=False,
+          preview=lambda step: previewed.setdefault(step, []).append([p.detach().clone() for p in got]))
     assert all(torch.allclose(g, e, atol=1e-7) for g, e in zip(got, expected.shadow_params))
     assert not all(torch.equal(g, r) for g, r in zip(got, per_step[-1]))  # not the raw weights
+    assert sorted(previewed) == [3, 6] and len(previewed[6]) == 1
+    assert all(torch.equal(p, g) for p, g in zip(previewed[6][0], got))  # the final preview shows the model
 
     run(tmp_path / "b", cfg, stop_after=3)
     ub, cb, sb = run(tmp_path / "b", cfg)

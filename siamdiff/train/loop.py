@@ -239,12 +239,12 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
     if int(cfg.batch_size) % world:
         raise SiamdiffError(f"params.yaml: train.batch_size={cfg.batch_size} must be divisible by the number of "
                             f"processes ({world}): it is the global batch, split across processes")
-    ema = _make_ema(params_of(groups), cfg.ema_decay)
+    params = params_of(groups)
+    ema = _make_ema(params, cfg.ema_decay)
     sampler = BalancedBatchSampler(data.coverage, int(cfg.batch_size), seed=int(cfg.seed),
                                    balanced=bool(cfg.balanced_batches))
     generator = torch.Generator().manual_seed(int(cfg.seed) * 7919)
     optimizer = accelerator.prepare(optimizer)
-    params = params_of(groups)
     n_params = {k: sum(p.numel() for p in v) for k, v in groups.items()}
     mem = perf.training_memory([unet, controlnet], params, cfg.optimizer)
     log("memory per process before activations: " + " + ".join(
@@ -356,9 +356,10 @@ def train(cfg: TrainConfig, *, unet, controlnet, scheduler, data: TrainData, pro
                 drop_stale()
                 stale_pending = False
         # always at the last step: plots/train/preview.png is a declared DVC output, so
-        # `preview_every: 0` means "final preview only", not "none" (else `dvc repro` fails)
-        if preview is not None and accelerator.is_main_process and (
-                (done == total and ema is None) or (cfg.preview_every and done % int(cfg.preview_every) == 0)):
+        # `preview_every: 0` means "final preview only", not "none" (else `dvc repro` fails). With EMA the last
+        # one is drawn after the loop, from the averaged weights the model holds.
+        due = done == total or (cfg.preview_every and done % int(cfg.preview_every) == 0)
+        if preview is not None and accelerator.is_main_process and due and not (done == total and ema is not None):
             preview(done)
             previewed = done
     bar.close()
